@@ -1,0 +1,106 @@
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from escalation.api.fields import StrictCharField, StrictIntegerField
+from escalation.choices import JobStatus
+from escalation.models import Failure, FailureOccurrence, TimelineEntry
+
+
+class EventInputSerializer(serializers.Serializer):
+    """A CI job outcome. Unknown keys are refused so that a misspelt field is not silently lost."""
+
+    source = StrictCharField(max_length=100, help_text="The CI system, e.g. jenkins or github-actions")
+    repository = StrictCharField(max_length=255)
+    branch = StrictCharField(max_length=255)
+    commit = StrictCharField(max_length=64)
+    commit_author = StrictCharField(max_length=254, allow_blank=True, required=False, default="")
+    run_id = StrictCharField(max_length=200)
+    attempt = StrictIntegerField(min_value=1, required=False, default=1)
+    job = StrictCharField(max_length=255)
+    status = serializers.ChoiceField(choices=JobStatus.choices)
+    step = StrictCharField(max_length=255, allow_blank=True, required=False, default="")
+    type = StrictCharField(max_length=64, allow_blank=True, required=False, default="", help_text="Type hint; wins when valid")
+    log_excerpt = StrictCharField(allow_blank=True, required=False, default="", trim_whitespace=False)
+    url = serializers.URLField(max_length=500, allow_blank=True, required=False, default="")
+    runner = StrictCharField(max_length=200, allow_blank=True, required=False, default="")
+    changed_files = serializers.ListField(
+        child=StrictCharField(max_length=1000), required=False, allow_null=True, default=None, max_length=10000
+    )
+    started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    finished_at = serializers.DateTimeField(required=False, allow_null=True, default=None, help_text="The SLA clock starts here")
+    idempotency_key = StrictCharField(max_length=255, allow_blank=True, required=False, default="")
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["the body must be a JSON object"]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({key: ["unknown field"] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class EventReceiptSerializer(serializers.Serializer):
+    event_id = serializers.IntegerField()
+    duplicate = serializers.BooleanField()
+    id = serializers.IntegerField(allow_null=True, help_text="The failure's id")
+    type = serializers.CharField(allow_null=True)
+    owner = serializers.CharField(allow_null=True)
+    sla_due_at = serializers.DateTimeField(allow_null=True)
+    status = serializers.CharField(allow_null=True, help_text="The failure's status")
+    occurrences = serializers.IntegerField(allow_null=True)
+    recovered = serializers.ListField(child=serializers.IntegerField(), help_text="Failures this success resolved")
+    warnings = serializers.ListField(child=serializers.CharField())
+
+
+class TimelineEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TimelineEntry
+        fields = ["at", "kind", "actor", "source", "message", "data"]
+
+
+class OccurrenceSerializer(serializers.ModelSerializer):
+    run_id = serializers.CharField(source="event.job.run.run_id")
+    attempt = serializers.IntegerField(source="event.job.run.attempt")
+    commit = serializers.CharField(source="event.job.run.commit_sha")
+    url = serializers.CharField(source="event.job.url")
+
+    class Meta:
+        model = FailureOccurrence
+        fields = ["seen_at", "run_id", "attempt", "commit", "url"]
+
+
+class FailureSerializer(serializers.ModelSerializer):
+    type = serializers.CharField(source="failure_type")
+    repository = serializers.CharField(source="repository.name")
+    job = serializers.CharField(source="job_name")
+    owner = serializers.CharField(source="owner_team.name", allow_null=True, default=None)
+    secondary_owner = serializers.CharField(source="secondary_team.name", allow_null=True, default=None)
+    assignee = serializers.CharField(source="assignee.name", allow_null=True, default=None)
+    breached = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Failure
+        fields = [
+            "id", "type", "status", "resolution", "repository", "branch", "job", "owner", "secondary_owner",
+            "assignee", "fingerprint", "first_seen_at", "last_seen_at", "occurrence_count", "sla_due_at",
+            "triage_due_at", "breached", "is_protected_branch", "classified_by", "classification_text",
+            "acknowledged_at", "resolved_at", "resolution_note",
+        ]
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_breached(self, failure: Failure) -> bool:
+        return failure.is_open and failure.sla_due_at is not None and failure.sla_due_at < timezone.now()
+
+
+class FailureDetailSerializer(FailureSerializer):
+    timeline = TimelineEntrySerializer(many=True, read_only=True)
+    recent_occurrences = serializers.SerializerMethodField()
+
+    class Meta(FailureSerializer.Meta):
+        fields = [*FailureSerializer.Meta.fields, "matrix_snapshot", "timeline", "recent_occurrences"]
+
+    @extend_schema_field(OccurrenceSerializer(many=True))
+    def get_recent_occurrences(self, failure: Failure):
+        occurrences = failure.occurrences.select_related("event__job__run").order_by("-seen_at", "-id")[:20]
+        return OccurrenceSerializer(occurrences, many=True).data

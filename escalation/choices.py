@@ -1,0 +1,137 @@
+"""Fixed values of the escalation domain."""
+
+from django.db import models
+
+
+class FailureType(models.TextChoices):
+    GENERATOR_DRIFT = "generator_drift", "Generator drift"
+    UNIT_TEST = "unit_test", "Unit test"
+    INTEGRATION_TEST = "integration_test", "Integration test"
+    DATABASE_TEST = "database_test", "Database test"
+    SECRET_DETECTED = "secret_detected", "Secret detected"
+    VULNERABILITY_CRITICAL = "vulnerability_critical", "Vulnerability (critical)"
+    VULNERABILITY_HIGH = "vulnerability_high", "Vulnerability (high)"
+    VULNERABILITY_MEDIUM = "vulnerability_medium", "Vulnerability (medium)"
+    CI_RUNNER = "ci_runner", "CI runner"
+    DATABASE_CONNECTIVITY = "database_connectivity", "Database connectivity"
+    TEST_ENVIRONMENT = "test_environment", "Test environment"
+    BUILD_ERROR = "build_error", "Build error"
+    PERFORMANCE_REGRESSION = "performance_regression", "Performance regression"
+    AUTH_CHANGE = "auth_change", "Auth change"
+
+
+INFRASTRUCTURE_TYPES = frozenset(
+    {FailureType.CI_RUNNER, FailureType.DATABASE_CONNECTIVITY, FailureType.TEST_ENVIRONMENT}
+)
+
+# The type a failure gets when no rule matched; the triage queue shows it as unclassified.
+FALLBACK_TYPE = FailureType.BUILD_ERROR
+
+
+class Role(models.TextChoices):
+    """The portal's roles. Each is a Django group of the same name."""
+
+    QA_ANALYST = "qa_analyst", "QA Analyst"
+    SCRUM_MASTER = "scrum_master", "Scrum Master"
+    BACKEND_DEVELOPER = "backend_developer", "Backend Developer"
+    FRONTEND_DEVELOPER = "frontend_developer", "Frontend Developer"
+    DEVOPS_SPECIALIST = "devops_specialist", "DevOps Specialist"
+    SECURITY_SPECIALIST = "security_specialist", "Security Specialist"
+    DATABASE_SPECIALIST = "database_specialist", "Database Specialist"
+    CICD_SPECIALIST = "cicd_specialist", "CI/CD Specialist"
+    SENIOR_DEV_TRIAGE = "senior_dev_triage", "Senior Dev Triage"
+    TECHNICAL_ARCHITECT = "technical_architect", "Technical Architect"
+    PRODUCT_OWNER = "product_owner", "Product Owner"
+
+
+class Owner(models.TextChoices):
+    """Who a matrix row names as owner: a role, or a person found from the CI payload."""
+
+    CODE_AUTHOR = "code_author", "Code author"
+    ORIGINAL_COMMITTER = "original_committer", "Original committer"
+    COMPONENT_OWNER = "component_owner", "Component owner"
+    QA_ANALYST = Role.QA_ANALYST.value, Role.QA_ANALYST.label
+    BACKEND_DEVELOPER = Role.BACKEND_DEVELOPER.value, Role.BACKEND_DEVELOPER.label
+    FRONTEND_DEVELOPER = Role.FRONTEND_DEVELOPER.value, Role.FRONTEND_DEVELOPER.label
+    DEVOPS_SPECIALIST = Role.DEVOPS_SPECIALIST.value, Role.DEVOPS_SPECIALIST.label
+    SECURITY_SPECIALIST = Role.SECURITY_SPECIALIST.value, Role.SECURITY_SPECIALIST.label
+    DATABASE_SPECIALIST = Role.DATABASE_SPECIALIST.value, Role.DATABASE_SPECIALIST.label
+    CICD_SPECIALIST = Role.CICD_SPECIALIST.value, Role.CICD_SPECIALIST.label
+    SENIOR_DEV_TRIAGE = Role.SENIOR_DEV_TRIAGE.value, Role.SENIOR_DEV_TRIAGE.label
+
+
+PERSON_OWNERS = frozenset({Owner.CODE_AUTHOR, Owner.ORIGINAL_COMMITTER})
+
+
+class Tier(models.TextChoices):
+    IMMEDIATE = "immediate", "Immediate"
+    STANDARD = "standard", "Standard"
+    INVESTIGATION = "investigation", "Investigation"
+
+
+class OverridePolicy(models.TextChoices):
+    NEVER = "never", "Never"
+    HOTFIX_ONLY = "hotfix_only", "Critical production hotfix only"
+    WITH_APPROVAL = "with_approval", "With approval"
+    UNDER_THRESHOLD = "under_threshold", "Allowed under a threshold, with a fix date"
+
+
+class RetryCondition(models.TextChoices):
+    NONE = "none", "No condition"
+    OTHER_JOBS_SUCCEED = "other_jobs_succeed", "Only while the run's other jobs succeed"
+    INFRASTRUCTURE_HEALTHY = "infrastructure_healthy", "Only while infrastructure health is normal"
+
+
+class Calendar(models.TextChoices):
+    ALWAYS = "24x7", "24x7"
+    TEAM_HOURS = "team_hours", "Owning team's working hours"
+
+
+class FailureStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    RESOLVED = "resolved", "Resolved"
+
+
+OPEN_STATUSES = (FailureStatus.OPEN, FailureStatus.ACKNOWLEDGED)
+
+
+class Resolution(models.TextChoices):
+    FIXED = "fixed", "Fixed"
+    RECOVERED = "recovered", "Recovered (the same job passed again)"
+    FALSE_POSITIVE = "false_positive", "False positive"
+
+
+class JobStatus(models.TextChoices):
+    SUCCESS = "success", "Success"
+    FAILURE = "failure", "Failure"
+
+
+class RuleField(models.TextChoices):
+    """What a classification rule looks at."""
+
+    JOB = "job", "Job name"
+    STEP = "step", "Step name"
+    LOG = "log", "Log excerpt"
+    EVENT_FIELD = "event_field", "Event field"
+
+
+class Scope(models.TextChoices):
+    INGEST = "ingest", "Ingest (events, reports, measurements, releases, retry advice)"
+    READ = "read", "Read (failures, overrides, quarantine, decisions)"
+    REQUEST = "request", "Request (override requests)"
+
+
+class SourceKind(models.TextChoices):
+    GENERIC = "generic", "Generic JSON API"
+    GITHUB = "github", "GitHub webhooks"
+    GITLAB = "gitlab", "GitLab webhooks"
+
+
+class ChangeSource(models.TextChoices):
+    """Where a change came from, for the audit log and the timeline."""
+
+    ADMIN = "admin", "Admin"
+    API = "api", "API"
+    TASK = "task", "Task"
+    COMMAND = "command", "Management command"

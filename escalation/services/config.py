@@ -1,0 +1,75 @@
+"""The routing configuration (rules, matrix, ownership, branch policy), cached per process.
+
+Ingestion reads it on every event; loading it from the database each time would cost more than
+the rest of the event. Edits through the services call ``config_changed()``; other processes
+see an edit after PORTAL_CONFIG_CACHE_SECONDS at the latest.
+"""
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from escalation.models import ClassificationRule, MatrixRow, OwnershipRule, Repository, RoleDefaultTeam
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: int
+    name: str
+    field: str
+    event_field: str
+    regex: re.Pattern
+    failure_type: str
+
+
+@dataclass
+class RoutingConfig:
+    rules: list[CompiledRule]
+    matrix: dict[str, MatrixRow]
+    role_teams: dict[str, int]
+    ownership: list[OwnershipRule]
+    loaded_at: float
+    repositories: dict[str, Repository] = field(default_factory=dict)
+
+
+_lock = threading.Lock()
+_config: RoutingConfig | None = None
+
+
+def compile_pattern(pattern: str) -> re.Pattern:
+    return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+
+
+def routing_config() -> RoutingConfig:
+    global _config
+    ttl = settings.PORTAL_CONFIG_CACHE_SECONDS
+    current = _config
+    if current is not None and ttl > 0 and time.monotonic() - current.loaded_at < ttl:
+        return current
+    loaded = _load()
+    with _lock:
+        _config = loaded
+    return loaded
+
+
+def config_changed() -> None:
+    global _config
+    with _lock:
+        _config = None
+
+
+def _load() -> RoutingConfig:
+    rules = [
+        CompiledRule(r.id, r.name, r.field, r.event_field, compile_pattern(r.pattern), r.failure_type)
+        for r in ClassificationRule.objects.filter(is_enabled=True).order_by("position", "id")
+    ]
+    return RoutingConfig(
+        rules=rules,
+        matrix={row.failure_type: row for row in MatrixRow.objects.all()},
+        role_teams=dict(RoleDefaultTeam.objects.values_list("role", "team_id")),
+        ownership=list(OwnershipRule.objects.order_by("position", "id")),
+        loaded_at=time.monotonic(),
+    )

@@ -1,0 +1,218 @@
+"""A failure's life: open or recur, acknowledge, resolve, recover, correct its type."""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from escalation.choices import FailureStatus, FailureType, Resolution
+from escalation.exceptions import FailureNotOpen, UnknownFailureType
+from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, Team, TimelineEntry
+from escalation.models.failures import OPEN_Q, TimelineKind
+from escalation.services import routing, sla
+from escalation.services.classification import Classification
+from escalation.services.config import RoutingConfig, routing_config
+from portal.audit import Actor, audit_bulk, audit_record, row_state
+from portal.errors import RoleRequired
+from portal.models import AuditAction
+
+
+def failure_fingerprint(*, repository: str, branch: str, job: str, failure_type: str) -> str:
+    """Stable across re-runs and attempts: the same job failing the same way is the same failure."""
+    key = "\x1f".join((repository, branch, job, failure_type))
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def require_permission(actor: Actor, permission: str) -> None:
+    if actor.user is not None and not actor.user.has_perm(permission):
+        raise RoleRequired(f"{actor.label} lacks the permission {permission}")
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What a failing CI event says, as the failure services need it."""
+
+    repository: Repository
+    run: CIRun
+    event: CIEvent
+    job_name: str
+    seen_at: datetime
+    classification: Classification
+
+
+def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, now: datetime) -> tuple[Failure, bool]:
+    """Add an occurrence to the open failure with this fingerprint, or open one. True when opened.
+
+    Runs inside the caller's transaction. Two events racing to open the same failure meet at the
+    partial unique index: the loser's insert fails and it adds its occurrence to the winner's row.
+    """
+    fingerprint = failure_fingerprint(
+        repository=reported.repository.name,
+        branch=reported.run.branch,
+        job=reported.job_name,
+        failure_type=reported.classification.failure_type,
+    )
+    failure = _recur(fingerprint, reported)
+    opened = False
+    if failure is None:
+        try:
+            with transaction.atomic():
+                failure = _open(config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now)
+                opened = True
+        except IntegrityError:
+            failure = _recur(fingerprint, reported)
+            if failure is None:
+                raise
+    FailureOccurrence.objects.create(failure=failure, event=reported.event, seen_at=reported.seen_at)
+    return failure, opened
+
+
+def _recur(fingerprint: str, reported: Reported) -> Failure | None:
+    failure = Failure.objects.select_for_update().filter(OPEN_Q, fingerprint=fingerprint).first()
+    if failure is None:
+        return None
+    failure.occurrence_count = F("occurrence_count") + 1
+    failure.last_seen_at = max(failure.last_seen_at, reported.seen_at)
+    failure.latest_run = reported.run
+    failure.save(update_fields=["occurrence_count", "last_seen_at", "latest_run"])
+    failure.refresh_from_db(fields=["occurrence_count"])
+    return failure
+
+
+def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime) -> Failure:
+    kind = reported.classification
+    row = config.matrix[kind.failure_type]
+    snapshot = routing.matrix_snapshot(row)
+    run = reported.run
+    route = routing.failure_route(
+        config=config, snapshot=snapshot, repository=reported.repository, commit_author=run.commit_author,
+        changed_files=run.changed_files, component=reported.job_name,
+    )
+    protected = reported.repository.is_protected(run.branch)
+    opened_at = reported.seen_at
+    owner_team = Team.objects.get(pk=route.owner_team_id) if route.owner_team_id else None
+    failure = Failure.objects.create(
+        failure_type=kind.failure_type, fingerprint=fingerprint, repository=reported.repository,
+        branch=run.branch, job_name=reported.job_name, is_protected_branch=protected,
+        owner_team_id=route.owner_team_id, secondary_team_id=route.secondary_team_id, assignee=route.assignee,
+        first_seen_at=opened_at, last_seen_at=opened_at, latest_run=run, matrix_snapshot=snapshot,
+        sla_due_at=sla.sla_due_at(snapshot=snapshot, opened_at=opened_at, team=owner_team) if protected else None,
+        triage_due_at=sla.triage_due_at(opened_at=opened_at) if protected else None,
+        classified_by=kind.classified_by, classification_rule_id=kind.rule_id, classification_text=kind.matched_text,
+    )
+    owner = owner_team.name if owner_team else "nobody"
+    branch_note = "" if protected else "; unprotected branch: recorded, never escalated"
+    _timeline(
+        failure, now, TimelineKind.OPENED, actor,
+        f"Opened as {kind.failure_type} ({kind.classified_by}); owner {owner}{branch_note}",
+        {"classified_by": kind.classified_by, "evidence": kind.matched_text},
+    )
+    audit_record(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure))
+    return failure
+
+
+def failures_recover(*, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime) -> list[int]:
+    """The same job passed again: its open failures resolve as recovered."""
+    failures = list(
+        Failure.objects.select_for_update()
+        .filter(OPEN_Q, repository=repository, branch=branch, job_name=job_name)
+        .order_by("id")
+    )
+    _resolve(failures, resolution=Resolution.RECOVERED, note="the same job passed again", actor=actor, now=now)
+    return [f.id for f in failures]
+
+
+def failures_acknowledge(*, failure_ids: list[int], actor: Actor, now: datetime, note: str = "") -> int:
+    require_permission(actor, "escalation.acknowledge_failure")
+    with transaction.atomic():
+        failures = list(
+            Failure.objects.select_for_update().filter(id__in=failure_ids, status=FailureStatus.OPEN).order_by("id")
+        )
+        changes = []
+        for failure in failures:
+            before = row_state(failure)
+            failure.status = FailureStatus.ACKNOWLEDGED
+            failure.acknowledged_at = now
+            failure.acknowledged_by = actor.user
+            changes.append((failure, before, row_state(failure)))
+        Failure.objects.bulk_update(failures, ["status", "acknowledged_at", "acknowledged_by"])
+        _timeline_many(failures, now, TimelineKind.ACKNOWLEDGED, actor, f"Acknowledged by {actor.label}. {note}".strip())
+        audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
+    return len(failures)
+
+
+def failures_resolve(
+    *, failure_ids: list[int], resolution: Resolution, actor: Actor, now: datetime, note: str = ""
+) -> int:
+    require_permission(actor, "escalation.resolve_failure")
+    with transaction.atomic():
+        failures = list(Failure.objects.select_for_update().filter(OPEN_Q, id__in=failure_ids).order_by("id"))
+        _resolve(failures, resolution=resolution, note=note, actor=actor, now=now)
+    return len(failures)
+
+
+def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, actor: Actor, now: datetime) -> None:
+    changes = []
+    for failure in failures:
+        before = row_state(failure)
+        failure.status = FailureStatus.RESOLVED
+        failure.resolution = resolution
+        failure.resolved_at = now
+        failure.resolved_by = actor.user
+        failure.resolution_note = note
+        changes.append((failure, before, row_state(failure)))
+    Failure.objects.bulk_update(failures, ["status", "resolution", "resolved_at", "resolved_by", "resolution_note"])
+    label = Resolution(resolution).label
+    _timeline_many(failures, now, TimelineKind.RESOLVED, actor, f"Resolved: {label}. {note}".strip())
+    audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
+
+
+def failure_correct_type(*, failure_id: int, failure_type: str, actor: Actor, now: datetime) -> Failure:
+    """QA's correction: new type, new matrix snapshot and owner; the SLA still counts from the opening."""
+    require_permission(actor, "escalation.correct_failure_type")
+    if failure_type not in FailureType.values:
+        raise UnknownFailureType(f"{failure_type!r} is not a failure type")
+    config = routing_config()
+    with transaction.atomic():
+        failure = Failure.objects.select_for_update().select_related("repository", "latest_run").get(pk=failure_id)
+        if not failure.is_open:
+            raise FailureNotOpen(f"failure {failure_id} is resolved")
+        before = row_state(failure)
+        old_type = failure.failure_type
+        snapshot = routing.matrix_snapshot(config.matrix[failure_type])
+        route = routing.failure_route(
+            config=config, snapshot=snapshot, repository=failure.repository,
+            commit_author=failure.latest_run.commit_author, changed_files=failure.latest_run.changed_files,
+            component=failure.job_name,
+        )
+        failure.failure_type = failure_type
+        failure.fingerprint = failure_fingerprint(
+            repository=failure.repository.name, branch=failure.branch, job=failure.job_name, failure_type=failure_type
+        )
+        failure.matrix_snapshot = snapshot
+        failure.owner_team_id, failure.secondary_team_id = route.owner_team_id, route.secondary_team_id
+        failure.assignee = route.assignee or failure.assignee
+        if failure.is_protected_branch:
+            owner_team = Team.objects.filter(pk=route.owner_team_id).first()
+            failure.sla_due_at = sla.sla_due_at(snapshot=snapshot, opened_at=failure.first_seen_at, team=owner_team)
+        failure.classified_by = f"corrected by {actor.label}"
+        failure.save()
+        _timeline(failure, now, TimelineKind.TYPE_CORRECTED, actor, f"Type corrected from {old_type} to {failure_type}",
+                  {"from": old_type, "to": failure_type})
+        audit_record(actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before, after=row_state(failure))
+    return failure
+
+
+def _timeline(failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict | None = None) -> None:
+    TimelineEntry.objects.create(
+        failure=failure, at=at, kind=kind, actor=actor.label, source=actor.source, message=message, data=data or {}
+    )
+
+
+def _timeline_many(failures: list[Failure], at: datetime, kind: str, actor: Actor, message: str) -> None:
+    TimelineEntry.objects.bulk_create(
+        TimelineEntry(failure=f, at=at, kind=kind, actor=actor.label, source=actor.source, message=message)
+        for f in failures
+    )

@@ -1,0 +1,141 @@
+"""Ingestion: one CI event in, stored once, turned into a failure occurrence or a recovery."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from escalation.choices import JobStatus
+from escalation.models import CIEvent, CIJob, CIRun, Failure, IngestSource, Repository
+from escalation.services.classification import failure_classify
+from escalation.services.config import RoutingConfig, routing_config
+from escalation.services.failures import Reported, failure_report, failures_recover
+from portal.audit import Actor
+
+
+@dataclass(frozen=True)
+class EventInput:
+    """A CI event as the API accepted it (see README "Reporting from CI")."""
+
+    source: str
+    repository: str
+    branch: str
+    commit: str
+    run_id: str
+    job: str
+    status: str
+    attempt: int = 1
+    commit_author: str = ""
+    step: str = ""
+    type: str = ""
+    log_excerpt: str = ""
+    url: str = ""
+    runner: str = ""
+    changed_files: list[str] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    idempotency_key: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def natural_key(self) -> str:
+        """DESIGN's natural key (source, run, attempt, job, status), with the repository for CI whose run ids are per project."""
+        return "\x1f".join((self.source, self.repository, self.run_id, str(self.attempt), self.job, self.status))
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    created: bool
+    event: CIEvent
+    failure: Failure | None
+    recovered_ids: list[int]
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def event_ingest(*, ingest_source: IngestSource, data: EventInput, now: datetime) -> IngestResult:
+    """Store the event once; a failure opens or recurs, a success recovers the job's open failures.
+
+    The whole event commits in one transaction or not at all. A second delivery with the same
+    idempotency key (or natural key) stores nothing and returns the first delivery's result.
+    """
+    key = data.idempotency_key or data.natural_key()
+    try:
+        return _ingest(ingest_source=ingest_source, data=data, key=key, now=now)
+    except _Duplicate:
+        event = CIEvent.objects.select_related("occurrence__failure").get(source=ingest_source, idempotency_key=key)
+        occurrence = getattr(event, "occurrence", None)
+        return IngestResult(False, event, occurrence.failure if occurrence else None, [])
+
+
+@transaction.atomic
+def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: datetime) -> IngestResult:
+    config = routing_config()
+    actor = Actor.of_source(ingest_source)
+    seen_at = min(data.finished_at or now, now)
+    repository = repository_for(config, data.repository)
+    run = _upsert_run(ingest_source, repository, data)
+    job = _upsert_job(run, data, seen_at)
+    try:
+        with transaction.atomic():
+            event = CIEvent.objects.create(
+                source=ingest_source, idempotency_key=key[:255], job=job, status=data.status, step=data.step,
+                type_hint=data.type, log_excerpt=_tail(data.log_excerpt), received_at=now,
+            )
+    except IntegrityError:
+        raise _Duplicate from None
+
+    if data.status == JobStatus.SUCCESS:
+        recovered = failures_recover(repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now)
+        return IngestResult(True, event, None, recovered)
+
+    classification = failure_classify(
+        rules=config.rules, job=data.job, step=data.step, log_excerpt=event.log_excerpt, type_hint=data.type,
+        event_fields={"source": data.source, "runner": data.runner, **data.extra},
+    )
+    reported = Reported(repository, run, event, data.job, seen_at, classification)
+    failure, _ = failure_report(config=config, reported=reported, actor=actor, now=now)
+    return IngestResult(True, event, failure, [])
+
+
+def repository_for(config: RoutingConfig, name: str) -> Repository:
+    """The repository by name, created with the default branch policy on first report."""
+    repository = config.repositories.get(name)
+    if repository is None:
+        repository, created = Repository.objects.get_or_create(name=name)
+        if not created:  # a row created now may still roll back with this transaction
+            config.repositories[name] = repository
+    return repository
+
+
+def _upsert_run(ingest_source: IngestSource, repository: Repository, data: EventInput) -> CIRun:
+    run = CIRun(
+        source=ingest_source, ci_system=data.source, repository=repository, run_id=data.run_id,
+        attempt=data.attempt, branch=data.branch, commit_sha=data.commit, commit_author=data.commit_author,
+        changed_files=data.changed_files, url=data.url,
+    )
+    CIRun.objects.bulk_create(
+        [run], update_conflicts=True,
+        unique_fields=["source", "ci_system", "repository", "run_id", "attempt"], update_fields=["branch"],
+    )
+    return run
+
+
+def _upsert_job(run: CIRun, data: EventInput, seen_at: datetime) -> CIJob:
+    job = CIJob(
+        run=run, name=data.job, step=data.step, runner_label=data.runner, status=data.status, url=data.url,
+        started_at=data.started_at, finished_at=seen_at,
+    )
+    CIJob.objects.bulk_create(
+        [job], update_conflicts=True, unique_fields=["run", "name"],
+        update_fields=["step", "runner_label", "status", "url", "started_at", "finished_at"],
+    )
+    return job
+
+
+def _tail(text: str) -> str:
+    """Log excerpts over the limit keep their end, where the error is."""
+    limit = settings.PORTAL_LOG_EXCERPT_LIMIT
+    return text if len(text) <= limit else text[-limit:]

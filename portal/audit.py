@@ -1,0 +1,90 @@
+"""The audit log: every change made through the service layer is written here."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.contenttypes.models import ContentType
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.forms.models import model_to_dict
+import json
+
+from escalation.choices import ChangeSource
+from portal.models import AuditAction, AuditEntry
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change and through what: a user, an ingest source or a task."""
+
+    label: str
+    source: ChangeSource
+    user: AbstractBaseUser | None = None
+
+    @classmethod
+    def of_user(cls, user: AbstractBaseUser, source: ChangeSource) -> "Actor":
+        return cls(label=user.get_username(), source=source, user=user)
+
+    @classmethod
+    def of_source(cls, ingest_source: Any) -> "Actor":
+        return cls(label=f"source:{ingest_source.name}", source=ChangeSource.API)
+
+    @classmethod
+    def task(cls, name: str) -> "Actor":
+        return cls(label=f"task:{name}", source=ChangeSource.TASK)
+
+
+def row_state(obj: models.Model) -> dict[str, Any]:
+    """A JSON-safe dict of a row's concrete fields, for before/after."""
+    data = model_to_dict(obj, fields=[f.name for f in obj._meta.concrete_fields])
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def audit_record(
+    *,
+    actor: Actor,
+    action: AuditAction,
+    obj: models.Model,
+    at: datetime,
+    before: dict | None = None,
+    after: dict | None = None,
+    reason: str = "",
+) -> AuditEntry:
+    entry = _entry(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason)
+    entry.save()
+    return entry
+
+
+def audit_bulk(
+    *,
+    actor: Actor,
+    action: AuditAction,
+    changes: Iterable[tuple[models.Model, dict | None, dict | None]],
+    at: datetime,
+    reason: str = "",
+) -> list[AuditEntry]:
+    """One entry per changed row of a bulk change, written in one insert."""
+    entries = [
+        _entry(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason)
+        for obj, before, after in changes
+    ]
+    return AuditEntry.objects.bulk_create(entries)
+
+
+def _entry(*, actor: Actor, action, obj, at, before, after, reason) -> AuditEntry:
+    return AuditEntry(
+        at=at,
+        actor=actor.user,
+        actor_label=actor.label[:200],
+        source=actor.source,
+        action=action,
+        content_type=ContentType.objects.get_for_model(obj),
+        object_id=str(obj.pk),
+        object_repr=str(obj)[:300],
+        before=before,
+        after=after,
+        reason=reason[:300],
+    )

@@ -1,0 +1,43 @@
+import os
+import signal
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Run the web server (gunicorn) and one django-q2 worker together; Ctrl-C stops both."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--bind", default="127.0.0.1:8000")
+        parser.add_argument("--web-workers", type=int, default=2)
+
+    def handle(self, *args, bind, web_workers, **options):
+        python = sys.executable
+        web = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [python, "-m", "gunicorn", "portal.wsgi:application", "--bind", bind,
+             "--workers", str(web_workers), "--access-logfile", "-"],
+        )
+        worker = subprocess.Popen([python, "manage.py", "qcluster"], cwd=settings.BASE_DIR)  # noqa: S603
+        self.stdout.write(f"The portal runs at http://{bind}/ (admin at http://{bind}/admin/). Ctrl-C stops it.")
+        children = [web, worker]
+
+        def stop(signum, frame):
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            os.wait()  # either child ending stops the other
+        except ChildProcessError:
+            pass
+        stop(None, None)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()

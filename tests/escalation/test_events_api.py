@@ -1,0 +1,34 @@
+import pytest
+
+from escalation.models import CIEvent, Failure
+
+pytestmark = pytest.mark.django_db
+
+EVENT = {
+    "source": "github-actions",
+    "repository": "acme/shop",
+    "branch": "main",
+    "commit": "9f1c2e7",
+    "commit_author": "dev@example.com",
+    "run_id": "1001",
+    "attempt": 1,
+    "job": "unit-tests",
+    "status": "failure",
+    "log_excerpt": "FAILED tests/test_cart.py::test_total - AssertionError: assert 3 == 4",
+}
+
+
+def post(api, body):
+    return api.post("/api/v1/events/", body, content_type="application/json")
+
+
+def test_a_failure_event_opens_a_failure_with_owner_and_due_time(api):
+    response = post(api, EVENT)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["type"] == "unit_test"
+    assert body["status"] == "open"
+    assert body["sla_due_at"] is not None
+    failure = Failure.objects.get(pk=body["id"])
+    assert failure.matrix_snapshot["sla_budget"] == 4 * 3600
+    assert failure.timeline.get().kind == "opened"
