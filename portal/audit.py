@@ -1,5 +1,6 @@
 """The audit log: every change made through the service layer is written here."""
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,7 +11,6 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.forms.models import model_to_dict
-import json
 
 from escalation.choices import ChangeSource
 from portal.models import AuditAction, AuditEntry

@@ -11,8 +11,15 @@ from escalation.choices import Role
 R = Role
 ALL_ROLES = tuple(Role)
 OWNER_ROLES = (
-    R.QA_ANALYST, R.SCRUM_MASTER, R.BACKEND_DEVELOPER, R.FRONTEND_DEVELOPER, R.DEVOPS_SPECIALIST,
-    R.SECURITY_SPECIALIST, R.DATABASE_SPECIALIST, R.CICD_SPECIALIST, R.SENIOR_DEV_TRIAGE,
+    R.QA_ANALYST,
+    R.SCRUM_MASTER,
+    R.BACKEND_DEVELOPER,
+    R.FRONTEND_DEVELOPER,
+    R.DEVOPS_SPECIALIST,
+    R.SECURITY_SPECIALIST,
+    R.DATABASE_SPECIALIST,
+    R.CICD_SPECIALIST,
+    R.SENIOR_DEV_TRIAGE,
 )
 
 
@@ -32,20 +39,40 @@ CAPABILITIES: tuple[Capability, ...] = (
         "View failures, timelines, the matrix, rules, teams and the audit log",
         tuple(
             f"escalation.view_{m}"
-            for m in ("failure", "failureoccurrence", "timelineentry", "matrixrow", "classificationrule",
-                      "team", "person", "identity", "ownershiprule", "roledefaultteam", "repository",
-                      "cirun", "cijob", "cievent")
-        ) + ("portal.view_auditentry",),
+            for m in (
+                "failure",
+                "failureoccurrence",
+                "timelineentry",
+                "matrixrow",
+                "classificationrule",
+                "team",
+                "person",
+                "identity",
+                "ownershiprule",
+                "roledefaultteam",
+                "repository",
+                "cirun",
+                "cijob",
+                "cievent",
+            )
+        )
+        + ("portal.view_auditentry",),
         ALL_ROLES,
     ),
     Capability("Acknowledge failures", ("escalation.acknowledge_failure",), OWNER_ROLES),
     Capability("Resolve failures", ("escalation.resolve_failure",), OWNER_ROLES),
-    Capability("Correct a failure's type", ("escalation.correct_failure_type",), (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE)),
     Capability(
-        "Edit the escalation matrix", ("escalation.change_matrixrow",), (R.SCRUM_MASTER, R.TECHNICAL_ARCHITECT)
+        "Correct a failure's type", ("escalation.correct_failure_type",), (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE)
     ),
     Capability(
-        "Edit classification rules", _crud("escalation", "classificationrule"), (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE)
+        "Edit the escalation matrix",
+        ("escalation.change_matrixrow",),
+        (R.SCRUM_MASTER, R.TECHNICAL_ARCHITECT),
+    ),
+    Capability(
+        "Edit classification rules",
+        _crud("escalation", "classificationrule"),
+        (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE),
     ),
     Capability(
         "Edit teams, people, ownership rules and branch policy",

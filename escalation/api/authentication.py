@@ -39,6 +39,8 @@ class HasScope(permissions.BasePermission):
             return True
         user_permission = getattr(view, "user_permission", None)
         return bool(
-            request.user and request.user.is_authenticated and user_permission
+            request.user
+            and request.user.is_authenticated
+            and user_permission
             and request.user.has_perm(user_permission)
         )

@@ -9,10 +9,14 @@ from escalation.selectors import failures_breached, failures_not_breached
 class FailureFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=FailureStatus.choices)
     type = django_filters.ChoiceFilter(field_name="failure_type", choices=FailureType.choices)
-    team = django_filters.CharFilter(field_name="owner_team__name", lookup_expr="iexact", help_text="Owning team's name")
+    team = django_filters.CharFilter(
+        field_name="owner_team__name", lookup_expr="iexact", help_text="Owning team's name"
+    )
     repository = django_filters.CharFilter(field_name="repository__name")
     branch = django_filters.CharFilter()
-    breached = django_filters.BooleanFilter(method="filter_breached", help_text="Open and past the SLA due time")
+    breached = django_filters.BooleanFilter(
+        method="filter_breached", help_text="Open and past the SLA due time"
+    )
 
     class Meta:
         model = Failure

@@ -20,15 +20,23 @@ class EventInputSerializer(serializers.Serializer):
     job = StrictCharField(max_length=255)
     status = serializers.ChoiceField(choices=JobStatus.choices)
     step = StrictCharField(max_length=255, allow_blank=True, required=False, default="")
-    type = StrictCharField(max_length=64, allow_blank=True, required=False, default="", help_text="Type hint; wins when valid")
+    type = StrictCharField(
+        max_length=64, allow_blank=True, required=False, default="", help_text="Type hint; wins when valid"
+    )
     log_excerpt = StrictCharField(allow_blank=True, required=False, default="", trim_whitespace=False)
     url = serializers.URLField(max_length=500, allow_blank=True, required=False, default="")
     runner = StrictCharField(max_length=200, allow_blank=True, required=False, default="")
     changed_files = serializers.ListField(
-        child=StrictCharField(max_length=1000), required=False, allow_null=True, default=None, max_length=10000
+        child=StrictCharField(max_length=1000),
+        required=False,
+        allow_null=True,
+        default=None,
+        max_length=10000,
     )
     started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    finished_at = serializers.DateTimeField(required=False, allow_null=True, default=None, help_text="The SLA clock starts here")
+    finished_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None, help_text="The SLA clock starts here"
+    )
     idempotency_key = StrictCharField(max_length=255, allow_blank=True, required=False, default="")
 
     def to_internal_value(self, data):
@@ -49,7 +57,9 @@ class EventReceiptSerializer(serializers.Serializer):
     sla_due_at = serializers.DateTimeField(allow_null=True)
     status = serializers.CharField(allow_null=True, help_text="The failure's status")
     occurrences = serializers.IntegerField(allow_null=True)
-    recovered = serializers.ListField(child=serializers.IntegerField(), help_text="Failures this success resolved")
+    recovered = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Failures this success resolved"
+    )
     warnings = serializers.ListField(child=serializers.CharField())
 
 
@@ -82,10 +92,29 @@ class FailureSerializer(serializers.ModelSerializer):
     class Meta:
         model = Failure
         fields = [
-            "id", "type", "status", "resolution", "repository", "branch", "job", "owner", "secondary_owner",
-            "assignee", "fingerprint", "first_seen_at", "last_seen_at", "occurrence_count", "sla_due_at",
-            "triage_due_at", "breached", "is_protected_branch", "classified_by", "classification_text",
-            "acknowledged_at", "resolved_at", "resolution_note",
+            "id",
+            "type",
+            "status",
+            "resolution",
+            "repository",
+            "branch",
+            "job",
+            "owner",
+            "secondary_owner",
+            "assignee",
+            "fingerprint",
+            "first_seen_at",
+            "last_seen_at",
+            "occurrence_count",
+            "sla_due_at",
+            "triage_due_at",
+            "breached",
+            "is_protected_branch",
+            "classified_by",
+            "classification_text",
+            "acknowledged_at",
+            "resolved_at",
+            "resolution_note",
         ]
 
     @extend_schema_field(serializers.BooleanField())

@@ -28,8 +28,8 @@ class EventView(APIView):
         responses={201: EventReceiptSerializer, 200: EventReceiptSerializer},
         description=(
             "A failure opens a failure or adds an occurrence to the open one with its fingerprint; a success "
-            "resolves the job's open failures as recovered. A repeated delivery (same idempotency key, or the same "
-            "source, repository, run, attempt, job and status) answers 200 and stores nothing."
+            "resolves the job's open failures as recovered. A repeated delivery (same idempotency key, "
+            "or the same source, repository, run, attempt, job and status) answers 200 and stores nothing."
         ),
     )
     def post(self, request):

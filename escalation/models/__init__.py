@@ -5,7 +5,20 @@ from escalation.models.rules import ClassificationRule
 from escalation.models.teams import Identity, OwnershipRule, Person, Repository, RoleDefaultTeam, Team
 
 __all__ = [
-    "CIEvent", "CIJob", "CIRun", "ClassificationRule", "Failure", "FailureOccurrence", "Identity",
-    "IngestSource", "MatrixRow", "OwnershipRule", "Person", "Repository", "RoleDefaultTeam", "Team",
-    "TimelineEntry", "TimelineKind",
+    "CIEvent",
+    "CIJob",
+    "CIRun",
+    "ClassificationRule",
+    "Failure",
+    "FailureOccurrence",
+    "Identity",
+    "IngestSource",
+    "MatrixRow",
+    "OwnershipRule",
+    "Person",
+    "Repository",
+    "RoleDefaultTeam",
+    "Team",
+    "TimelineEntry",
+    "TimelineKind",
 ]

@@ -26,7 +26,11 @@ class Failure(models.Model):
         "escalation.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="secondary_failures"
     )
     assignee = models.ForeignKey(
-        "escalation.Person", null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_failures"
+        "escalation.Person",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_failures",
     )
 
     status = models.CharField(max_length=16, choices=FailureStatus.choices, default=FailureStatus.OPEN)
@@ -63,13 +67,17 @@ class Failure(models.Model):
         constraints = [
             # Concurrent events with one fingerprint must land on one failure: the loser of the
             # insert race adds an occurrence to the winner's row.
-            models.UniqueConstraint(fields=["fingerprint"], condition=OPEN_Q, name="one_open_failure_per_fingerprint"),
+            models.UniqueConstraint(
+                fields=["fingerprint"], condition=OPEN_Q, name="one_open_failure_per_fingerprint"
+            ),
         ]
         indexes = [
             # failures_past_due(): open failures ordered by due time.
             models.Index(fields=["sla_due_at"], condition=OPEN_Q, name="failure_open_due_idx"),
             # recover(): open failures of one repository, branch and job.
-            models.Index(fields=["repository", "branch", "job_name"], condition=OPEN_Q, name="failure_open_job_idx"),
+            models.Index(
+                fields=["repository", "branch", "job_name"], condition=OPEN_Q, name="failure_open_job_idx"
+            ),
         ]
         permissions = [
             ("acknowledge_failure", "Can acknowledge failures"),
@@ -94,6 +102,9 @@ class FailureOccurrence(models.Model):
 
     class Meta:
         ordering = ["seen_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.failure_id} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
 
 
 class TimelineKind(models.TextChoices):

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from escalation.choices import Calendar, FailureType, Owner, OverridePolicy, RetryCondition, Role, Tier
+from escalation.choices import Calendar, FailureType, OverridePolicy, Owner, RetryCondition, Role, Tier
 
 
 class MatrixRow(models.Model):
@@ -28,7 +28,9 @@ class MatrixRow(models.Model):
     override_conditions = models.CharField(max_length=200, blank=True)
     override_threshold_percent = models.PositiveSmallIntegerField(null=True, blank=True)
     approver_role = models.CharField(max_length=32, choices=Role.choices, blank=True)
-    retries = models.PositiveSmallIntegerField(default=0, help_text="Retries CI may make after the first run; 0 = never")
+    retries = models.PositiveSmallIntegerField(
+        default=0, help_text="Retries CI may make after the first run; 0 = never"
+    )
     retry_backoff_seconds = models.PositiveIntegerField(
         default=0, help_text="First retry delay; doubles each attempt"
     )

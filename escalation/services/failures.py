@@ -42,7 +42,9 @@ class Reported:
     classification: Classification
 
 
-def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, now: datetime) -> tuple[Failure, bool]:
+def failure_report(
+    *, config: RoutingConfig, reported: Reported, actor: Actor, now: datetime
+) -> tuple[Failure, bool]:
     """Add an occurrence to the open failure with this fingerprint, or open one. True when opened.
 
     Runs inside the caller's transaction. Two events racing to open the same failure meet at the
@@ -59,7 +61,9 @@ def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, n
     if failure is None:
         try:
             with transaction.atomic():
-                failure = _open(config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now)
+                failure = _open(
+                    config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now
+                )
                 opened = True
         except IntegrityError:
             failure = _recur(fingerprint, reported)
@@ -81,31 +85,53 @@ def _recur(fingerprint: str, reported: Reported) -> Failure | None:
     return failure
 
 
-def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime) -> Failure:
+def _open(
+    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime
+) -> Failure:
     kind = reported.classification
     row = config.matrix[kind.failure_type]
     snapshot = routing.matrix_snapshot(row)
     run = reported.run
     route = routing.failure_route(
-        config=config, snapshot=snapshot, repository=reported.repository, commit_author=run.commit_author,
-        changed_files=run.changed_files, component=reported.job_name,
+        config=config,
+        snapshot=snapshot,
+        repository=reported.repository,
+        commit_author=run.commit_author,
+        changed_files=run.changed_files,
+        component=reported.job_name,
     )
     protected = reported.repository.is_protected(run.branch)
     opened_at = reported.seen_at
     owner_team = Team.objects.get(pk=route.owner_team_id) if route.owner_team_id else None
     failure = Failure.objects.create(
-        failure_type=kind.failure_type, fingerprint=fingerprint, repository=reported.repository,
-        branch=run.branch, job_name=reported.job_name, is_protected_branch=protected,
-        owner_team_id=route.owner_team_id, secondary_team_id=route.secondary_team_id, assignee=route.assignee,
-        first_seen_at=opened_at, last_seen_at=opened_at, latest_run=run, matrix_snapshot=snapshot,
-        sla_due_at=sla.sla_due_at(snapshot=snapshot, opened_at=opened_at, team=owner_team) if protected else None,
+        failure_type=kind.failure_type,
+        fingerprint=fingerprint,
+        repository=reported.repository,
+        branch=run.branch,
+        job_name=reported.job_name,
+        is_protected_branch=protected,
+        owner_team_id=route.owner_team_id,
+        secondary_team_id=route.secondary_team_id,
+        assignee=route.assignee,
+        first_seen_at=opened_at,
+        last_seen_at=opened_at,
+        latest_run=run,
+        matrix_snapshot=snapshot,
+        sla_due_at=sla.sla_due_at(snapshot=snapshot, opened_at=opened_at, team=owner_team)
+        if protected
+        else None,
         triage_due_at=sla.triage_due_at(opened_at=opened_at) if protected else None,
-        classified_by=kind.classified_by, classification_rule_id=kind.rule_id, classification_text=kind.matched_text,
+        classified_by=kind.classified_by,
+        classification_rule_id=kind.rule_id,
+        classification_text=kind.matched_text,
     )
     owner = owner_team.name if owner_team else "nobody"
     branch_note = "" if protected else "; unprotected branch: recorded, never escalated"
     _timeline(
-        failure, now, TimelineKind.OPENED, actor,
+        failure,
+        now,
+        TimelineKind.OPENED,
+        actor,
         f"Opened as {kind.failure_type} ({kind.classified_by}); owner {owner}{branch_note}",
         {"classified_by": kind.classified_by, "evidence": kind.matched_text},
     )
@@ -113,14 +139,18 @@ def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor:
     return failure
 
 
-def failures_recover(*, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime) -> list[int]:
+def failures_recover(
+    *, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime
+) -> list[int]:
     """The same job passed again: its open failures resolve as recovered."""
     failures = list(
         Failure.objects.select_for_update()
         .filter(OPEN_Q, repository=repository, branch=branch, job_name=job_name)
         .order_by("id")
     )
-    _resolve(failures, resolution=Resolution.RECOVERED, note="the same job passed again", actor=actor, now=now)
+    _resolve(
+        failures, resolution=Resolution.RECOVERED, note="the same job passed again", actor=actor, now=now
+    )
     return [f.id for f in failures]
 
 
@@ -128,7 +158,9 @@ def failures_acknowledge(*, failure_ids: list[int], actor: Actor, now: datetime,
     require_permission(actor, "escalation.acknowledge_failure")
     with transaction.atomic():
         failures = list(
-            Failure.objects.select_for_update().filter(id__in=failure_ids, status=FailureStatus.OPEN).order_by("id")
+            Failure.objects.select_for_update()
+            .filter(id__in=failure_ids, status=FailureStatus.OPEN)
+            .order_by("id")
         )
         changes = []
         for failure in failures:
@@ -138,7 +170,9 @@ def failures_acknowledge(*, failure_ids: list[int], actor: Actor, now: datetime,
             failure.acknowledged_by = actor.user
             changes.append((failure, before, row_state(failure)))
         Failure.objects.bulk_update(failures, ["status", "acknowledged_at", "acknowledged_by"])
-        _timeline_many(failures, now, TimelineKind.ACKNOWLEDGED, actor, f"Acknowledged by {actor.label}. {note}".strip())
+        _timeline_many(
+            failures, now, TimelineKind.ACKNOWLEDGED, actor, f"Acknowledged by {actor.label}. {note}".strip()
+        )
         audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
     return len(failures)
 
@@ -153,7 +187,9 @@ def failures_resolve(
     return len(failures)
 
 
-def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, actor: Actor, now: datetime) -> None:
+def _resolve(
+    failures: list[Failure], *, resolution: Resolution, note: str, actor: Actor, now: datetime
+) -> None:
     changes = []
     for failure in failures:
         before = row_state(failure)
@@ -163,7 +199,9 @@ def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, acto
         failure.resolved_by = actor.user
         failure.resolution_note = note
         changes.append((failure, before, row_state(failure)))
-    Failure.objects.bulk_update(failures, ["status", "resolution", "resolved_at", "resolved_by", "resolution_note"])
+    Failure.objects.bulk_update(
+        failures, ["status", "resolution", "resolved_at", "resolved_by", "resolution_note"]
+    )
     label = Resolution(resolution).label
     _timeline_many(failures, now, TimelineKind.RESOLVED, actor, f"Resolved: {label}. {note}".strip())
     audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
@@ -176,38 +214,69 @@ def failure_correct_type(*, failure_id: int, failure_type: str, actor: Actor, no
         raise UnknownFailureType(f"{failure_type!r} is not a failure type")
     config = routing_config()
     with transaction.atomic():
-        failure = Failure.objects.select_for_update().select_related("repository", "latest_run").get(pk=failure_id)
+        failure = (
+            Failure.objects.select_for_update().select_related("repository", "latest_run").get(pk=failure_id)
+        )
         if not failure.is_open:
             raise FailureNotOpen(f"failure {failure_id} is resolved")
         before = row_state(failure)
         old_type = failure.failure_type
         snapshot = routing.matrix_snapshot(config.matrix[failure_type])
         route = routing.failure_route(
-            config=config, snapshot=snapshot, repository=failure.repository,
-            commit_author=failure.latest_run.commit_author, changed_files=failure.latest_run.changed_files,
+            config=config,
+            snapshot=snapshot,
+            repository=failure.repository,
+            commit_author=failure.latest_run.commit_author,
+            changed_files=failure.latest_run.changed_files,
             component=failure.job_name,
         )
         failure.failure_type = failure_type
         failure.fingerprint = failure_fingerprint(
-            repository=failure.repository.name, branch=failure.branch, job=failure.job_name, failure_type=failure_type
+            repository=failure.repository.name,
+            branch=failure.branch,
+            job=failure.job_name,
+            failure_type=failure_type,
         )
         failure.matrix_snapshot = snapshot
         failure.owner_team_id, failure.secondary_team_id = route.owner_team_id, route.secondary_team_id
         failure.assignee = route.assignee or failure.assignee
         if failure.is_protected_branch:
             owner_team = Team.objects.filter(pk=route.owner_team_id).first()
-            failure.sla_due_at = sla.sla_due_at(snapshot=snapshot, opened_at=failure.first_seen_at, team=owner_team)
+            failure.sla_due_at = sla.sla_due_at(
+                snapshot=snapshot, opened_at=failure.first_seen_at, team=owner_team
+            )
         failure.classified_by = f"corrected by {actor.label}"
         failure.save()
-        _timeline(failure, now, TimelineKind.TYPE_CORRECTED, actor, f"Type corrected from {old_type} to {failure_type}",
-                  {"from": old_type, "to": failure_type})
-        audit_record(actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before, after=row_state(failure))
+        _timeline(
+            failure,
+            now,
+            TimelineKind.TYPE_CORRECTED,
+            actor,
+            f"Type corrected from {old_type} to {failure_type}",
+            {"from": old_type, "to": failure_type},
+        )
+        audit_record(
+            actor=actor,
+            action=AuditAction.UPDATE,
+            obj=failure,
+            at=now,
+            before=before,
+            after=row_state(failure),
+        )
     return failure
 
 
-def _timeline(failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict | None = None) -> None:
+def _timeline(
+    failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict | None = None
+) -> None:
     TimelineEntry.objects.create(
-        failure=failure, at=at, kind=kind, actor=actor.label, source=actor.source, message=message, data=data or {}
+        failure=failure,
+        at=at,
+        kind=kind,
+        actor=actor.label,
+        source=actor.source,
+        message=message,
+        data=data or {},
     )
 
 

@@ -39,8 +39,10 @@ class EventInput:
     extra: dict = field(default_factory=dict)
 
     def natural_key(self) -> str:
-        """DESIGN's natural key (source, run, attempt, job, status), with the repository for CI whose run ids are per project."""
-        return "\x1f".join((self.source, self.repository, self.run_id, str(self.attempt), self.job, self.status))
+        """DESIGN's natural key (source, run, attempt, job, status) plus the repository: some CI number runs per project."""
+        return "\x1f".join(
+            (self.source, self.repository, self.run_id, str(self.attempt), self.job, self.status)
+        )
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,9 @@ def event_ingest(*, ingest_source: IngestSource, data: EventInput, now: datetime
     try:
         return _ingest(ingest_source=ingest_source, data=data, key=key, now=now)
     except _Duplicate:
-        event = CIEvent.objects.select_related("occurrence__failure").get(source=ingest_source, idempotency_key=key)
+        event = CIEvent.objects.select_related("occurrence__failure").get(
+            source=ingest_source, idempotency_key=key
+        )
         occurrence = getattr(event, "occurrence", None)
         return IngestResult(False, event, occurrence.failure if occurrence else None, [])
 
@@ -81,18 +85,30 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
     try:
         with transaction.atomic():
             event = CIEvent.objects.create(
-                source=ingest_source, idempotency_key=key[:255], job=job, status=data.status, step=data.step,
-                type_hint=data.type, log_excerpt=_tail(data.log_excerpt), received_at=now,
+                source=ingest_source,
+                idempotency_key=key[:255],
+                job=job,
+                status=data.status,
+                step=data.step,
+                type_hint=data.type,
+                log_excerpt=_tail(data.log_excerpt),
+                received_at=now,
             )
     except IntegrityError:
         raise _Duplicate from None
 
     if data.status == JobStatus.SUCCESS:
-        recovered = failures_recover(repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now)
+        recovered = failures_recover(
+            repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now
+        )
         return IngestResult(True, event, None, recovered)
 
     classification = failure_classify(
-        rules=config.rules, job=data.job, step=data.step, log_excerpt=event.log_excerpt, type_hint=data.type,
+        rules=config.rules,
+        job=data.job,
+        step=data.step,
+        log_excerpt=event.log_excerpt,
+        type_hint=data.type,
         event_fields={"source": data.source, "runner": data.runner, **data.extra},
     )
     reported = Reported(repository, run, event, data.job, seen_at, classification)
@@ -112,24 +128,41 @@ def repository_for(config: RoutingConfig, name: str) -> Repository:
 
 def _upsert_run(ingest_source: IngestSource, repository: Repository, data: EventInput) -> CIRun:
     run = CIRun(
-        source=ingest_source, ci_system=data.source, repository=repository, run_id=data.run_id,
-        attempt=data.attempt, branch=data.branch, commit_sha=data.commit, commit_author=data.commit_author,
-        changed_files=data.changed_files, url=data.url,
+        source=ingest_source,
+        ci_system=data.source,
+        repository=repository,
+        run_id=data.run_id,
+        attempt=data.attempt,
+        branch=data.branch,
+        commit_sha=data.commit,
+        commit_author=data.commit_author,
+        changed_files=data.changed_files,
+        url=data.url,
     )
     CIRun.objects.bulk_create(
-        [run], update_conflicts=True,
-        unique_fields=["source", "ci_system", "repository", "run_id", "attempt"], update_fields=["branch"],
+        [run],
+        update_conflicts=True,
+        unique_fields=["source", "ci_system", "repository", "run_id", "attempt"],
+        update_fields=["branch"],
     )
     return run
 
 
 def _upsert_job(run: CIRun, data: EventInput, seen_at: datetime) -> CIJob:
     job = CIJob(
-        run=run, name=data.job, step=data.step, runner_label=data.runner, status=data.status, url=data.url,
-        started_at=data.started_at, finished_at=seen_at,
+        run=run,
+        name=data.job,
+        step=data.step,
+        runner_label=data.runner,
+        status=data.status,
+        url=data.url,
+        started_at=data.started_at,
+        finished_at=seen_at,
     )
     CIJob.objects.bulk_create(
-        [job], update_conflicts=True, unique_fields=["run", "name"],
+        [job],
+        update_conflicts=True,
+        unique_fields=["run", "name"],
         update_fields=["step", "runner_label", "status", "url", "started_at", "finished_at"],
     )
     return job

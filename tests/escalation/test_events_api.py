@@ -1,6 +1,6 @@
 import pytest
 
-from escalation.models import CIEvent, Failure
+from escalation.models import Failure
 
 pytestmark = pytest.mark.django_db
 

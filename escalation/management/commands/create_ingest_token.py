@@ -8,7 +8,9 @@ from portal.errors import PortalError
 
 
 class Command(BaseCommand):
-    help = "Create an ingestion source and print its token (alone, on the last line). The token is shown once."
+    help = (
+        "Create an ingestion source and print its token (alone, on the last line). The token is shown once."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("name")
@@ -18,7 +20,11 @@ class Command(BaseCommand):
     def handle(self, *args, name, scopes, kind, **options):
         try:
             source, token = source_create(
-                name=name, scopes=scopes, kind=kind, actor=Actor.task("create_ingest_token"), now=timezone.now()
+                name=name,
+                scopes=scopes,
+                kind=kind,
+                actor=Actor.task("create_ingest_token"),
+                now=timezone.now(),
             )
         except PortalError as exc:
             raise CommandError(exc.detail) from exc

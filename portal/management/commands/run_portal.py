@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,11 +18,23 @@ class Command(BaseCommand):
     def handle(self, *args, bind, web_workers, **options):
         python = sys.executable
         web = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            [python, "-m", "gunicorn", "portal.wsgi:application", "--bind", bind,
-             "--workers", str(web_workers), "--access-logfile", "-"],
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "portal.wsgi:application",
+                "--bind",
+                bind,
+                "--workers",
+                str(web_workers),
+                "--access-logfile",
+                "-",
+            ],
         )
         worker = subprocess.Popen([python, "manage.py", "qcluster"], cwd=settings.BASE_DIR)  # noqa: S603
-        self.stdout.write(f"The portal runs at http://{bind}/ (admin at http://{bind}/admin/). Ctrl-C stops it.")
+        self.stdout.write(
+            f"The portal runs at http://{bind}/ (admin at http://{bind}/admin/). Ctrl-C stops it."
+        )
         children = [web, worker]
 
         def stop(signum, frame):
@@ -31,10 +44,8 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.wait()  # either child ending stops the other
-        except ChildProcessError:
-            pass
         stop(None, None)
         for child in children:
             try:

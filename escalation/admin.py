@@ -1,0 +1,320 @@
+"""The admin for QA Analysts and the Scrum Master. Every change goes through the services."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.db.models import QuerySet
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from escalation.choices import ChangeSource, FailureType, Resolution
+from escalation.models import (
+    CIEvent,
+    CIJob,
+    CIRun,
+    ClassificationRule,
+    Failure,
+    Identity,
+    IngestSource,
+    MatrixRow,
+    OwnershipRule,
+    Person,
+    Repository,
+    RoleDefaultTeam,
+    Team,
+    TimelineEntry,
+)
+from escalation.selectors import failures_breached, failures_not_breached
+from escalation.services import configuration
+from escalation.services.failures import failure_correct_type, failures_acknowledge, failures_resolve
+from portal.audit import Actor
+from portal.errors import PortalError
+
+
+def admin_actor(request) -> Actor:
+    return Actor.of_user(request.user, ChangeSource.ADMIN)
+
+
+class ConfigAdmin(admin.ModelAdmin):
+    """Saves and deletes configuration rows, inline rows included, through the configuration service."""
+
+    def save_model(self, request, obj, form, change):
+        configuration.config_object_save(obj=obj, actor=admin_actor(request), now=timezone.now())
+
+    def delete_model(self, request, obj):
+        configuration.config_object_delete(obj=obj, actor=admin_actor(request), now=timezone.now())
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+    def save_formset(self, request, form, formset, change):
+        instances = formset.save(commit=False)
+        for obj in formset.deleted_objects:
+            self.delete_model(request, obj)
+        for obj in instances:
+            self.save_model(request, obj, None, True)
+        formset.save_m2m()
+
+
+class RuleForm(forms.ModelForm):
+    class Meta:
+        model = ClassificationRule
+        fields = [
+            "name",
+            "position",
+            "field",
+            "event_field",
+            "pattern",
+            "failure_type",
+            "is_enabled",
+            "description",
+        ]
+
+    def clean_pattern(self):
+        pattern = self.cleaned_data["pattern"]
+        try:
+            configuration.rule_pattern_check(pattern)
+        except PortalError as exc:
+            raise forms.ValidationError(exc.detail) from exc
+        return pattern
+
+
+@admin.register(ClassificationRule)
+class ClassificationRuleAdmin(ConfigAdmin):
+    form = RuleForm
+    list_display = ["position", "name", "field", "failure_type", "is_enabled", "pattern"]
+    list_display_links = ["name"]
+    list_filter = ["field", "failure_type", "is_enabled"]
+    search_fields = ["name", "pattern", "description"]
+    ordering = ["position", "id"]
+
+
+@admin.register(MatrixRow)
+class MatrixRowAdmin(ConfigAdmin):
+    list_display = [
+        "failure_type",
+        "primary_owner",
+        "secondary_owner",
+        "sla_budget",
+        "tier",
+        "override_policy",
+        "approver_role",
+        "retries",
+    ]
+    list_filter = ["tier", "override_policy"]
+
+    def has_add_permission(self, request):
+        return False  # one row per failure type, loaded by a migration
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class IdentityInline(admin.TabularInline):
+    model = Identity
+    extra = 1
+
+
+@admin.register(Person)
+class PersonAdmin(ConfigAdmin):
+    list_display = ["name", "team", "user"]
+    list_filter = ["team"]
+    search_fields = ["name", "identities__value"]
+    inlines = [IdentityInline]
+
+
+@admin.register(Team)
+class TeamAdmin(ConfigAdmin):
+    list_display = ["name", "slack_channel", "ticket_project", "timezone", "standup_at"]
+    search_fields = ["name"]
+
+
+@admin.register(OwnershipRule)
+class OwnershipRuleAdmin(ConfigAdmin):
+    list_display = ["position", "repository_pattern", "path_pattern", "role", "team"]
+    list_filter = ["role", "team"]
+    ordering = ["position", "id"]
+
+
+@admin.register(RoleDefaultTeam)
+class RoleDefaultTeamAdmin(ConfigAdmin):
+    list_display = ["role", "team"]
+
+
+@admin.register(Repository)
+class RepositoryAdmin(ConfigAdmin):
+    list_display = ["name", "default_branch", "protected_branches", "owning_team"]
+    search_fields = ["name"]
+    list_filter = ["owning_team"]
+
+
+@admin.register(IngestSource)
+class IngestSourceAdmin(ConfigAdmin):
+    list_display = ["name", "kind", "scopes", "is_active", "created_at"]
+    readonly_fields = ["token_prefix", "created_at"]
+    fields = ["name", "kind", "scopes", "is_active", "token_prefix", "created_at"]
+
+    def has_add_permission(self, request):
+        return False  # tokens are shown once: `manage.py create_ingest_token`
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    title = "overdue"
+    parameter_name = "overdue"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Past SLA"), ("no", "Within SLA")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "yes":
+            return failures_breached(queryset, now=now)
+        if self.value() == "no":
+            return failures_not_breached(queryset, now=now)
+        return queryset
+
+
+class TimelineInline(admin.TabularInline):
+    model = TimelineEntry
+    fields = ["at", "kind", "actor", "source", "message"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class FailureActionForm(ActionForm):
+    failure_type = forms.ChoiceField(
+        choices=[("", "(type for 'correct type')"), *FailureType.choices], required=False
+    )
+    note = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "note / reason"}))
+
+
+@admin.register(Failure)
+class FailureAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "failure_type",
+        "status",
+        "repository",
+        "branch",
+        "job_name",
+        "owner_team",
+        "sla_due_at",
+        "occurrence_count",
+        "first_seen_at",
+    ]
+    list_filter = ["failure_type", "owner_team", "status", OverdueFilter, "is_protected_branch", "branch"]
+    search_fields = ["repository__name", "job_name", "branch", "fingerprint", "classification_text"]
+    list_select_related = ["repository", "owner_team"]
+    date_hierarchy = "first_seen_at"
+    action_form = FailureActionForm
+    actions = ["acknowledge", "resolve_fixed", "resolve_false_positive", "correct_type"]
+    inlines = [TimelineInline]
+    readonly_fields = ["audit_log"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Failure._meta.fields] + ["audit_log"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="audit log")
+    def audit_log(self, obj):
+        url = reverse("admin:portal_auditentry_changelist")
+        return format_html(
+            '<a href="{}?content_type__model=failure&object_id={}">changes of this failure</a>', url, obj.pk
+        )
+
+    def _call(self, request, service, queryset: QuerySet, **kwargs):
+        note = request.POST.get("note", "")
+        try:
+            count = service(
+                failure_ids=list(queryset.values_list("id", flat=True)),
+                actor=admin_actor(request),
+                now=timezone.now(),
+                note=note,
+                **kwargs,
+            )
+        except PortalError as exc:
+            self.message_user(request, exc.detail, level=messages.ERROR)
+            return
+        self.message_user(request, f"{count} failure(s) changed; the others were not in a state to change.")
+
+    @admin.action(description="Acknowledge", permissions=["acknowledge"])
+    def acknowledge(self, request, queryset):
+        self._call(request, failures_acknowledge, queryset)
+
+    @admin.action(description="Resolve as fixed", permissions=["resolve"])
+    def resolve_fixed(self, request, queryset):
+        self._call(request, failures_resolve, queryset, resolution=Resolution.FIXED)
+
+    @admin.action(description="Resolve as false positive", permissions=["resolve"])
+    def resolve_false_positive(self, request, queryset):
+        self._call(request, failures_resolve, queryset, resolution=Resolution.FALSE_POSITIVE)
+
+    @admin.action(description="Correct type to the chosen type", permissions=["correct_type"])
+    def correct_type(self, request, queryset):
+        failure_type = request.POST.get("failure_type", "")
+        try:
+            for failure_id in queryset.values_list("id", flat=True):
+                failure_correct_type(
+                    failure_id=failure_id,
+                    failure_type=failure_type,
+                    actor=admin_actor(request),
+                    now=timezone.now(),
+                )
+        except PortalError as exc:
+            self.message_user(request, exc.detail, level=messages.ERROR)
+            return
+        self.message_user(request, f"{queryset.count()} failure(s) now {failure_type}.")
+
+    def has_acknowledge_permission(self, request):
+        return request.user.has_perm("escalation.acknowledge_failure")
+
+    def has_resolve_permission(self, request):
+        return request.user.has_perm("escalation.resolve_failure")
+
+    def has_correct_type_permission(self, request):
+        return request.user.has_perm("escalation.correct_failure_type")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(CIRun)
+class CIRunAdmin(ReadOnlyAdmin):
+    list_display = ["repository", "run_id", "attempt", "branch", "commit_sha", "commit_author", "created_at"]
+    list_filter = ["ci_system", "source"]
+    search_fields = ["repository__name", "run_id", "commit_sha", "commit_author"]
+
+
+@admin.register(CIJob)
+class CIJobAdmin(ReadOnlyAdmin):
+    list_display = ["name", "run", "status", "step", "runner_label", "finished_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "run__repository__name", "runner_label"]
+
+
+@admin.register(CIEvent)
+class CIEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "job", "status", "received_at", "idempotency_key"]
+    list_filter = ["status", "source"]
