@@ -39,7 +39,10 @@ class EventInput:
     extra: dict = field(default_factory=dict)
 
     def natural_key(self) -> str:
-        """DESIGN's natural key (source, run, attempt, job, status) plus the repository: some CI number runs per project."""
+        """DESIGN's natural key (source, run, attempt, job, status) plus the repository.
+
+        Some CI systems (Jenkins) number runs per project, so run ids alone collide across repositories.
+        """
         return "\x1f".join(
             (self.source, self.repository, self.run_id, str(self.attempt), self.job, self.status)
         )

@@ -65,7 +65,7 @@ def failure_route(
 
 
 def role_team(*, config: RoutingConfig, role: str, repository: str, paths: list[str]) -> int | None:
-    """The first ownership rule for this role and repository (and path, if it names one); else the role's default."""
+    """The first ownership rule for this role and repository (and path, if it names one), else the default."""
     for rule in config.ownership:
         if rule.role != role or not fnmatchcase(repository, rule.repository_pattern):
             continue
