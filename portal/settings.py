@@ -134,6 +134,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "FailureStatusEnum": "escalation.choices.FailureStatus",
+        "JobStatusEnum": "escalation.choices.JobStatus",
+    },
 }
 
 Q_CLUSTER = {

@@ -38,10 +38,7 @@ def failure_classify(
     texts = {RuleField.JOB: job, RuleField.STEP: step, RuleField.LOG: log_excerpt}
     fields = event_fields or {}
     for rule in rules:
-        if rule.field == RuleField.EVENT_FIELD:
-            text = str(fields.get(rule.event_field, ""))
-        else:
-            text = texts[rule.field]
+        text = str(fields.get(rule.event_field, "")) if rule.field == RuleField.EVENT_FIELD else texts[rule.field]
         if not text:
             continue
         match = rule.regex.search(text)
