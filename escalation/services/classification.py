@@ -43,9 +43,7 @@ def failure_classify(
             continue
         match = rule.regex.search(text)
         if match:
-            return Classification(
-                rule.failure_type, rule.name, rule.id, _line_of(text, match)[:_EVIDENCE_CHARS]
-            )
+            return Classification(rule.failure_type, rule.name, rule.id, _line_of(text, match)[:_EVIDENCE_CHARS])
     return Classification(FALLBACK_TYPE, FALLBACK, None, "")
 
 

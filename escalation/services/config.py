@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from escalation.models import ClassificationRule, MatrixRow, OwnershipRule, Repository, RoleDefaultTeam
+from escalation.models import ClassificationRule, MatrixRow, OwnershipRule, Repository, RoleDefaultTeam, Team
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class RoutingConfig:
     matrix: dict[str, MatrixRow]
     role_teams: dict[str, int]
     ownership: list[OwnershipRule]
+    teams: dict[int, Team]
     loaded_at: float
     repositories: dict[str, Repository] = field(default_factory=dict)
 
@@ -71,5 +72,6 @@ def _load() -> RoutingConfig:
         matrix={row.failure_type: row for row in MatrixRow.objects.all()},
         role_teams=dict(RoleDefaultTeam.objects.values_list("role", "team_id")),
         ownership=list(OwnershipRule.objects.order_by("position", "id")),
+        teams=Team.objects.in_bulk(),
         loaded_at=time.monotonic(),
     )

@@ -5,17 +5,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
 
 from escalation.choices import FailureStatus, FailureType, Resolution
 from escalation.exceptions import FailureNotOpen, UnknownFailureType
-from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, Team, TimelineEntry
+from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
 from escalation.models.failures import OPEN_Q, TimelineKind
 from escalation.services import routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig, routing_config
 from portal.audit import Actor, audit_bulk, audit_record, row_state
-from portal.errors import RoleRequired
+from portal.errors import InvalidState, RoleRequired
 from portal.models import AuditAction
 
 
@@ -42,9 +41,7 @@ class Reported:
     classification: Classification
 
 
-def failure_report(
-    *, config: RoutingConfig, reported: Reported, actor: Actor, now: datetime
-) -> tuple[Failure, bool]:
+def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, now: datetime) -> tuple[Failure, bool]:
     """Add an occurrence to the open failure with this fingerprint, or open one. True when opened.
 
     Runs inside the caller's transaction. Two events racing to open the same failure meet at the
@@ -61,9 +58,7 @@ def failure_report(
     if failure is None:
         try:
             with transaction.atomic():
-                failure = _open(
-                    config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now
-                )
+                failure = _open(config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now)
                 opened = True
         except IntegrityError:
             failure = _recur(fingerprint, reported)
@@ -77,17 +72,14 @@ def _recur(fingerprint: str, reported: Reported) -> Failure | None:
     failure = Failure.objects.select_for_update().filter(OPEN_Q, fingerprint=fingerprint).first()
     if failure is None:
         return None
-    failure.occurrence_count = F("occurrence_count") + 1
+    failure.occurrence_count += 1  # the row lock makes this read-modify-write safe
     failure.last_seen_at = max(failure.last_seen_at, reported.seen_at)
     failure.latest_run = reported.run
     failure.save(update_fields=["occurrence_count", "last_seen_at", "latest_run"])
-    failure.refresh_from_db(fields=["occurrence_count"])
     return failure
 
 
-def _open(
-    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime
-) -> Failure:
+def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime) -> Failure:
     kind = reported.classification
     row = config.matrix[kind.failure_type]
     snapshot = routing.matrix_snapshot(row)
@@ -102,7 +94,7 @@ def _open(
     )
     protected = reported.repository.is_protected(run.branch)
     opened_at = reported.seen_at
-    owner_team = Team.objects.get(pk=route.owner_team_id) if route.owner_team_id else None
+    owner_team = config.teams.get(route.owner_team_id)
     failure = Failure.objects.create(
         failure_type=kind.failure_type,
         fingerprint=fingerprint,
@@ -117,9 +109,7 @@ def _open(
         last_seen_at=opened_at,
         latest_run=run,
         matrix_snapshot=snapshot,
-        sla_due_at=sla.sla_due_at(snapshot=snapshot, opened_at=opened_at, team=owner_team)
-        if protected
-        else None,
+        sla_due_at=sla.sla_due_at(snapshot=snapshot, opened_at=opened_at, team=owner_team) if protected else None,
         triage_due_at=sla.triage_due_at(opened_at=opened_at) if protected else None,
         classified_by=kind.classified_by,
         classification_rule_id=kind.rule_id,
@@ -139,18 +129,14 @@ def _open(
     return failure
 
 
-def failures_recover(
-    *, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime
-) -> list[int]:
+def failures_recover(*, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime) -> list[int]:
     """The same job passed again: its open failures resolve as recovered."""
     failures = list(
         Failure.objects.select_for_update()
         .filter(OPEN_Q, repository=repository, branch=branch, job_name=job_name)
         .order_by("id")
     )
-    _resolve(
-        failures, resolution=Resolution.RECOVERED, note="the same job passed again", actor=actor, now=now
-    )
+    _resolve(failures, resolution=Resolution.RECOVERED, note="the same job passed again", actor=actor, now=now)
     return [f.id for f in failures]
 
 
@@ -158,9 +144,7 @@ def failures_acknowledge(*, failure_ids: list[int], actor: Actor, now: datetime,
     require_permission(actor, "escalation.acknowledge_failure")
     with transaction.atomic():
         failures = list(
-            Failure.objects.select_for_update()
-            .filter(id__in=failure_ids, status=FailureStatus.OPEN)
-            .order_by("id")
+            Failure.objects.select_for_update().filter(id__in=failure_ids, status=FailureStatus.OPEN).order_by("id")
         )
         changes = []
         for failure in failures:
@@ -187,9 +171,7 @@ def failures_resolve(
     return len(failures)
 
 
-def _resolve(
-    failures: list[Failure], *, resolution: Resolution, note: str, actor: Actor, now: datetime
-) -> None:
+def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, actor: Actor, now: datetime) -> None:
     changes = []
     for failure in failures:
         before = row_state(failure)
@@ -199,9 +181,7 @@ def _resolve(
         failure.resolved_by = actor.user
         failure.resolution_note = note
         changes.append((failure, before, row_state(failure)))
-    Failure.objects.bulk_update(
-        failures, ["status", "resolution", "resolved_at", "resolved_by", "resolution_note"]
-    )
+    Failure.objects.bulk_update(failures, ["status", "resolution", "resolved_at", "resolved_by", "resolution_note"])
     label = Resolution(resolution).label
     _timeline_many(failures, now, TimelineKind.RESOLVED, actor, f"Resolved: {label}. {note}".strip())
     audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
@@ -214,61 +194,43 @@ def failure_correct_type(*, failure_id: int, failure_type: str, actor: Actor, no
         raise UnknownFailureType(f"{failure_type!r} is not a failure type")
     config = routing_config()
     with transaction.atomic():
-        failure = (
-            Failure.objects.select_for_update().select_related("repository", "latest_run").get(pk=failure_id)
-        )
+        failure = Failure.objects.select_for_update().select_related("repository", "latest_run").get(pk=failure_id)
         if not failure.is_open:
             raise FailureNotOpen(f"failure {failure_id} is resolved")
-        before = row_state(failure)
-        old_type = failure.failure_type
+        fingerprint = failure_fingerprint(
+            repository=failure.repository.name, branch=failure.branch, job=failure.job_name, failure_type=failure_type
+        )
+        twin = Failure.objects.filter(OPEN_Q, fingerprint=fingerprint).exclude(pk=failure.pk).first()
+        if twin is not None:
+            raise InvalidState(f"failure {twin.pk} is already open as {failure_type} for this job; resolve one first")
+        before, old_type = row_state(failure), failure.failure_type
         snapshot = routing.matrix_snapshot(config.matrix[failure_type])
+        run = failure.latest_run
         route = routing.failure_route(
             config=config,
             snapshot=snapshot,
             repository=failure.repository,
-            commit_author=failure.latest_run.commit_author,
-            changed_files=failure.latest_run.changed_files,
+            commit_author=run.commit_author,
+            changed_files=run.changed_files,
             component=failure.job_name,
         )
-        failure.failure_type = failure_type
-        failure.fingerprint = failure_fingerprint(
-            repository=failure.repository.name,
-            branch=failure.branch,
-            job=failure.job_name,
-            failure_type=failure_type,
-        )
-        failure.matrix_snapshot = snapshot
+        failure.failure_type, failure.fingerprint, failure.matrix_snapshot = failure_type, fingerprint, snapshot
         failure.owner_team_id, failure.secondary_team_id = route.owner_team_id, route.secondary_team_id
         failure.assignee = route.assignee or failure.assignee
         if failure.is_protected_branch:
-            owner_team = Team.objects.filter(pk=route.owner_team_id).first()
-            failure.sla_due_at = sla.sla_due_at(
-                snapshot=snapshot, opened_at=failure.first_seen_at, team=owner_team
-            )
+            team = config.teams.get(route.owner_team_id)
+            failure.sla_due_at = sla.sla_due_at(snapshot=snapshot, opened_at=failure.first_seen_at, team=team)
         failure.classified_by = f"corrected by {actor.label}"
         failure.save()
-        _timeline(
-            failure,
-            now,
-            TimelineKind.TYPE_CORRECTED,
-            actor,
-            f"Type corrected from {old_type} to {failure_type}",
-            {"from": old_type, "to": failure_type},
-        )
+        message = f"Type corrected from {old_type} to {failure_type}"
+        _timeline(failure, now, TimelineKind.TYPE_CORRECTED, actor, message, {"from": old_type, "to": failure_type})
         audit_record(
-            actor=actor,
-            action=AuditAction.UPDATE,
-            obj=failure,
-            at=now,
-            before=before,
-            after=row_state(failure),
+            actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before, after=row_state(failure)
         )
     return failure
 
 
-def _timeline(
-    failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict | None = None
-) -> None:
+def _timeline(failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict | None = None) -> None:
     TimelineEntry.objects.create(
         failure=failure,
         at=at,

@@ -1,5 +1,6 @@
 """Ingestion: one CI event in, stored once, turned into a failure occurrence or a recovery."""
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -43,9 +44,7 @@ class EventInput:
 
         Some CI systems (Jenkins) number runs per project, so run ids alone collide across repositories.
         """
-        return "\x1f".join(
-            (self.source, self.repository, self.run_id, str(self.attempt), self.job, self.status)
-        )
+        return "\x1f".join((self.source, self.repository, self.run_id, str(self.attempt), self.job, self.status))
 
 
 @dataclass(frozen=True)
@@ -66,13 +65,11 @@ def event_ingest(*, ingest_source: IngestSource, data: EventInput, now: datetime
     The whole event commits in one transaction or not at all. A second delivery with the same
     idempotency key (or natural key) stores nothing and returns the first delivery's result.
     """
-    key = data.idempotency_key or data.natural_key()
+    key = _stored_key(data.idempotency_key or data.natural_key())
     try:
         return _ingest(ingest_source=ingest_source, data=data, key=key, now=now)
     except _Duplicate:
-        event = CIEvent.objects.select_related("occurrence__failure").get(
-            source=ingest_source, idempotency_key=key
-        )
+        event = CIEvent.objects.select_related("occurrence__failure").get(source=ingest_source, idempotency_key=key)
         occurrence = getattr(event, "occurrence", None)
         return IngestResult(False, event, occurrence.failure if occurrence else None, [])
 
@@ -89,7 +86,7 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
         with transaction.atomic():
             event = CIEvent.objects.create(
                 source=ingest_source,
-                idempotency_key=key[:255],
+                idempotency_key=key,
                 job=job,
                 status=data.status,
                 step=data.step,
@@ -101,9 +98,7 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
         raise _Duplicate from None
 
     if data.status == JobStatus.SUCCESS:
-        recovered = failures_recover(
-            repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now
-        )
+        recovered = failures_recover(repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now)
         return IngestResult(True, event, None, recovered)
 
     classification = failure_classify(
@@ -169,6 +164,12 @@ def _upsert_job(run: CIRun, data: EventInput, seen_at: datetime) -> CIJob:
         update_fields=["step", "runner_label", "status", "url", "started_at", "finished_at"],
     )
     return job
+
+
+def _stored_key(key: str) -> str:
+    """The key as stored: one too long for the column is hashed, never cut (a cut key collides)."""
+    limit = CIEvent._meta.get_field("idempotency_key").max_length
+    return key if len(key) <= limit else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _tail(text: str) -> str:

@@ -16,9 +16,7 @@ def sla_budget(snapshot: dict, *, is_complex: bool = False) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def sla_due_at(
-    *, snapshot: dict, opened_at: datetime, team: Team | None, is_complex: bool = False
-) -> datetime:
+def sla_due_at(*, snapshot: dict, opened_at: datetime, team: Team | None, is_complex: bool = False) -> datetime:
     budget = sla_budget(snapshot, is_complex=is_complex)
     if snapshot["calendar"] == Calendar.TEAM_HOURS and team is not None:
         return working_time_add(team=team, start=opened_at, budget=budget)

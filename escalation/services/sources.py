@@ -44,7 +44,7 @@ def source_create(
 
 def source_authenticate(token: str) -> IngestSource | None:
     """The active source this token belongs to, or None."""
-    parts = token.split("_")
+    parts = token.split("_", 2)  # the secret part is urlsafe base64, which may itself contain "_"
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         return None
     source = IngestSource.objects.filter(token_prefix=parts[1], is_active=True).first()

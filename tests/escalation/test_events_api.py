@@ -32,3 +32,15 @@ def test_a_failure_event_opens_a_failure_with_owner_and_due_time(api):
     failure = Failure.objects.get(pk=body["id"])
     assert failure.matrix_snapshot["sla_budget"] == 4 * 3600
     assert failure.timeline.get().kind == "opened"
+
+
+def test_every_issued_token_authenticates_whatever_characters_its_secret_has(db):
+    from django.utils import timezone
+
+    from escalation.services.sources import source_authenticate, source_create
+    from portal.audit import Actor
+
+    for n in range(40):  # token_urlsafe secrets contain "_" and "-" often enough to show up in 40 tries
+        source, token = source_create(name=f"ci-{n}", actor=Actor.task("test"), now=timezone.now())
+        assert source_authenticate(token) == source
+        assert source_authenticate(token + "x") is None
