@@ -21,6 +21,8 @@ run: $(STAMP)
 	$(BIN)/python manage.py run_portal
 
 test: $(STAMP)
+	@command -v chromium >/dev/null || { echo "Installing Chromium for the browser tests (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	scripts/with-postgres.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
