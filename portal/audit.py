@@ -18,7 +18,7 @@ from portal.models import AuditAction, AuditEntry
 
 @dataclass(frozen=True)
 class Actor:
-    """Who made a change and through what: a user, an ingest source or a task."""
+    """Who made a change and through what: a user, an ingest source, a task or a management command."""
 
     label: str
     source: ChangeSource
@@ -35,6 +35,10 @@ class Actor:
     @classmethod
     def task(cls, name: str) -> "Actor":
         return cls(label=f"task:{name}", source=ChangeSource.TASK)
+
+    @classmethod
+    def command(cls, name: str) -> "Actor":
+        return cls(label=f"command:{name}", source=ChangeSource.COMMAND)
 
 
 def row_state(obj: models.Model) -> dict[str, Any]:

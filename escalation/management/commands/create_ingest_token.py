@@ -8,9 +8,7 @@ from portal.errors import PortalError
 
 
 class Command(BaseCommand):
-    help = (
-        "Create an ingestion source and print its token (alone, on the last line). The token is shown once."
-    )
+    help = "Create an ingestion source and print its token (alone, on the last line). The token is shown once."
 
     def add_arguments(self, parser):
         parser.add_argument("name")
@@ -23,7 +21,7 @@ class Command(BaseCommand):
                 name=name,
                 scopes=scopes,
                 kind=kind,
-                actor=Actor.task("create_ingest_token"),
+                actor=Actor.command("create_ingest_token"),
                 now=timezone.now(),
             )
         except PortalError as exc:
