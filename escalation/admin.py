@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from escalation.choices import ChangeSource, FailureType, Resolution
+from escalation.choices import ChangeSource, FailureType, Resolution, Scope
 from escalation.models import (
     CIEvent,
     CIJob,
@@ -25,6 +25,7 @@ from escalation.models import (
     Team,
     TimelineEntry,
 )
+from escalation.models.failures import OPEN_Q
 from escalation.selectors import failures_breached, failures_not_breached
 from escalation.services import configuration
 from escalation.services.failures import failure_correct_type, failures_acknowledge, failures_resolve
@@ -150,8 +151,18 @@ class RepositoryAdmin(ConfigAdmin):
     list_filter = ["owning_team"]
 
 
+class IngestSourceForm(forms.ModelForm):
+    # The API checks `scope in source.scopes`: free JSON here would let a typed string grant by substring.
+    scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = IngestSource
+        fields = ["name", "kind", "scopes", "is_active"]
+
+
 @admin.register(IngestSource)
 class IngestSourceAdmin(ConfigAdmin):
+    form = IngestSourceForm
     list_display = ["name", "kind", "scopes", "is_active", "created_at"]
     readonly_fields = ["token_prefix", "created_at"]
     fields = ["name", "kind", "scopes", "is_active", "token_prefix", "created_at"]
@@ -176,6 +187,20 @@ class OverdueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class OpenBranchFilter(admin.SimpleListFilter):
+    """Branches with open failures: the full list of every feature branch ever seen would be endless."""
+
+    title = "branch"
+    parameter_name = "branch"
+
+    def lookups(self, request, model_admin):
+        branches = Failure.objects.filter(OPEN_Q).order_by("branch").values_list("branch", flat=True).distinct()
+        return [(branch, branch) for branch in branches[:100]]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(branch=self.value()) if self.value() else queryset
+
+
 class TimelineInline(admin.TabularInline):
     model = TimelineEntry
     fields = ["at", "kind", "actor", "source", "message"]
@@ -191,9 +216,7 @@ class TimelineInline(admin.TabularInline):
 
 
 class FailureActionForm(ActionForm):
-    failure_type = forms.ChoiceField(
-        choices=[("", "(type for 'correct type')"), *FailureType.choices], required=False
-    )
+    failure_type = forms.ChoiceField(choices=[("", "(type for 'correct type')"), *FailureType.choices], required=False)
     note = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "note / reason"}))
 
 
@@ -211,7 +234,7 @@ class FailureAdmin(admin.ModelAdmin):
         "occurrence_count",
         "first_seen_at",
     ]
-    list_filter = ["failure_type", "owner_team", "status", OverdueFilter, "is_protected_branch", "branch"]
+    list_filter = ["failure_type", "owner_team", "status", OverdueFilter, "is_protected_branch", OpenBranchFilter]
     search_fields = ["repository__name", "job_name", "branch", "fingerprint", "classification_text"]
     list_select_related = ["repository", "owner_team"]
     date_hierarchy = "first_seen_at"
@@ -266,18 +289,24 @@ class FailureAdmin(admin.ModelAdmin):
     @admin.action(description="Correct type to the chosen type", permissions=["correct_type"])
     def correct_type(self, request, queryset):
         failure_type = request.POST.get("failure_type", "")
-        try:
-            for failure_id in queryset.values_list("id", flat=True):
+        changed, errors = 0, {}
+        # Each failure is corrected on its own: a refused one must not hide the others' changes.
+        for failure_id in queryset.values_list("id", flat=True):
+            try:
                 failure_correct_type(
                     failure_id=failure_id,
                     failure_type=failure_type,
                     actor=admin_actor(request),
                     now=timezone.now(),
                 )
-        except PortalError as exc:
-            self.message_user(request, exc.detail, level=messages.ERROR)
-            return
-        self.message_user(request, f"{queryset.count()} failure(s) now {failure_type}.")
+            except PortalError as exc:
+                errors[exc.detail] = None
+                continue
+            changed += 1
+        for detail in errors:
+            self.message_user(request, detail, level=messages.ERROR)
+        if changed:
+            self.message_user(request, f"{changed} failure(s) now {failure_type}.")
 
     def has_acknowledge_permission(self, request):
         return request.user.has_perm("escalation.acknowledge_failure")

@@ -41,9 +41,14 @@ class Actor:
         return cls(label=f"command:{name}", source=ChangeSource.COMMAND)
 
 
+# Never copied into the audit log, which every role can read.
+SECRET_FIELDS = frozenset({"token_hash"})
+
+
 def row_state(obj: models.Model) -> dict[str, Any]:
     """A JSON-safe dict of a row's concrete fields, for before/after."""
-    data = model_to_dict(obj, fields=[f.name for f in obj._meta.concrete_fields])
+    fields = [f.name for f in obj._meta.concrete_fields if f.name not in SECRET_FIELDS]
+    data = model_to_dict(obj, fields=fields)
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 

@@ -20,6 +20,12 @@ def _tests_run_on_postgresql(django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    """Tests make many users; the production hasher would spend most of the run hashing their passwords."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _fresh_routing_config(settings):
     settings.PORTAL_CONFIG_CACHE_SECONDS = 0
     config_changed()

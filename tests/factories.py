@@ -11,6 +11,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
+        skip_postgeneration_save = True  # the roles hook only adds groups
 
     username = factory.Sequence(lambda n: f"user{n}")
     is_staff = True

@@ -10,7 +10,7 @@ from datetime import datetime
 from django.db import models, transaction
 
 from escalation.exceptions import InvalidRule
-from escalation.models import ClassificationRule
+from escalation.models import ClassificationRule, Identity
 from escalation.services.config import compile_pattern, config_changed
 from portal.audit import Actor, audit_record, row_state
 from portal.models import AuditAction
@@ -27,6 +27,8 @@ def rule_pattern_check(pattern: str) -> None:
 def config_object_save(*, obj: models.Model, actor: Actor, now: datetime) -> models.Model:
     if isinstance(obj, ClassificationRule):
         rule_pattern_check(obj.pattern)
+    if isinstance(obj, Identity):
+        obj.value = obj.value.strip().lower()  # CI payloads are matched lower-cased
     with transaction.atomic():
         before = None
         if obj.pk is not None:

@@ -1,0 +1,263 @@
+"""Each role may do what portal.roles.CAPABILITIES says, and nothing else, through the real admin and services.
+
+Every capability has a probe that uses it the way a person would (the admin changelist, an admin
+action, an admin change form) and checks the row: changed when the role has the capability,
+unchanged when it has not. Refused failure actions are also tried on the service directly, which
+must raise RoleRequired whatever the caller.
+"""
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from escalation.choices import ChangeSource, FailureStatus, FailureType, Resolution, Role
+from escalation.models import ClassificationRule, Failure, IngestSource, MatrixRow, Team
+from escalation.services.failures import failure_correct_type, failures_acknowledge, failures_resolve
+from escalation.services.sources import source_create
+from portal.audit import Actor
+from portal.errors import RoleRequired
+from portal.roles import CAPABILITIES, Capability, role_permissions, role_table_markdown
+
+pytestmark = pytest.mark.django_db
+
+FAILURE_CHANGELIST = reverse("admin:escalation_failure_changelist")
+_run_ids = itertools.count(1)
+
+
+@dataclass
+class Ctx:
+    """A persona logged in to the admin, plus what a probe needs to set the scene."""
+
+    user: object
+    client: Client
+    admin_client: Client
+    api: Client
+
+    def failure(self, **fields) -> Failure:
+        """A failure opened the way CI opens one: through the events API."""
+        body = {
+            "source": "github-actions",
+            "repository": "acme/shop",
+            "branch": "main",
+            "commit": "9f1c2e7",
+            "commit_author": "dev@example.com",
+            "run_id": str(next(_run_ids)),
+            "job": "unit-tests",
+            "status": "failure",
+            "type": FailureType.UNIT_TEST,
+            **fields,
+        }
+        response = self.api.post("/api/v1/events/", body, content_type="application/json")
+        assert response.status_code == 201, response.content
+        return Failure.objects.get(pk=response.json()["id"])
+
+    def actor(self) -> Actor:
+        return Actor.of_user(self.user, ChangeSource.ADMIN)
+
+
+def change_url(obj) -> str:
+    return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+
+
+def change_form_data(admin_client: Client, obj, **changes) -> dict:
+    """The admin change form of ``obj`` as a superuser sees it, with ``changes`` applied, ready to POST."""
+    response = admin_client.get(change_url(obj))
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    data = {name: form[name].value() for name in form.fields}
+    return {**{k: v for k, v in data.items() if v is not None}, **changes, "_save": "Save"}
+
+
+def action_body(action: str, failure: Failure, **extra) -> dict:
+    return {"action": action, "_selected_action": [failure.pk], "failure_type": "", "note": "", **extra}
+
+
+def offered_actions(client: Client) -> set[str]:
+    """The failure actions the changelist offers this user (none when it refuses the page)."""
+    response = client.get(FAILURE_CHANGELIST)
+    if response.status_code != 200 or response.context["action_form"] is None:
+        return set()
+    return {value for value, _ in response.context["action_form"].fields["action"].choices if value}
+
+
+# --- probes: use one capability, assert it worked (allowed) or changed nothing (refused) ---
+
+
+def probe_view(ctx: Ctx, allowed: bool) -> None:
+    failure = ctx.failure()
+    urls = [
+        FAILURE_CHANGELIST,
+        change_url(failure),
+        reverse("admin:escalation_matrixrow_changelist"),
+        reverse("admin:escalation_classificationrule_changelist"),
+        reverse("admin:escalation_team_changelist"),
+        reverse("admin:portal_auditentry_changelist"),
+    ]
+    expected = 200 if allowed else 403
+    assert {url: ctx.client.get(url).status_code for url in urls} == dict.fromkeys(urls, expected)
+
+
+def probe_acknowledge(ctx: Ctx, allowed: bool) -> None:
+    failure = ctx.failure()
+    assert ("acknowledge" in offered_actions(ctx.client)) is allowed
+    ctx.client.post(FAILURE_CHANGELIST, action_body("acknowledge", failure))
+    failure.refresh_from_db()
+    if allowed:
+        assert failure.status == FailureStatus.ACKNOWLEDGED
+        assert failure.acknowledged_by == ctx.user
+        return
+    assert failure.status == FailureStatus.OPEN
+    with pytest.raises(RoleRequired):
+        failures_acknowledge(failure_ids=[failure.pk], actor=ctx.actor(), now=timezone.now())
+    failure.refresh_from_db()
+    assert failure.status == FailureStatus.OPEN
+
+
+def probe_resolve(ctx: Ctx, allowed: bool) -> None:
+    failure = ctx.failure()
+    offered = offered_actions(ctx.client)
+    assert ({"resolve_fixed", "resolve_false_positive"} <= offered) is allowed
+    assert bool({"resolve_fixed", "resolve_false_positive"} & offered) is allowed
+    ctx.client.post(FAILURE_CHANGELIST, action_body("resolve_fixed", failure))
+    failure.refresh_from_db()
+    if allowed:
+        assert (failure.status, failure.resolution) == (FailureStatus.RESOLVED, Resolution.FIXED)
+        return
+    assert (failure.status, failure.resolution) == (FailureStatus.OPEN, "")
+    with pytest.raises(RoleRequired):
+        failures_resolve(failure_ids=[failure.pk], resolution=Resolution.FIXED, actor=ctx.actor(), now=timezone.now())
+    failure.refresh_from_db()
+    assert failure.status == FailureStatus.OPEN
+
+
+def probe_correct_type(ctx: Ctx, allowed: bool) -> None:
+    failure = ctx.failure()
+    assert ("correct_type" in offered_actions(ctx.client)) is allowed
+    ctx.client.post(FAILURE_CHANGELIST, action_body("correct_type", failure, failure_type=FailureType.CI_RUNNER))
+    failure.refresh_from_db()
+    if allowed:
+        assert failure.failure_type == FailureType.CI_RUNNER
+        return
+    assert failure.failure_type == FailureType.UNIT_TEST
+    with pytest.raises(RoleRequired):
+        failure_correct_type(
+            failure_id=failure.pk, failure_type=FailureType.CI_RUNNER, actor=ctx.actor(), now=timezone.now()
+        )
+    failure.refresh_from_db()
+    assert failure.failure_type == FailureType.UNIT_TEST
+
+
+def _probe_change_form(ctx: Ctx, allowed: bool, obj, changes: dict, read: Callable) -> None:
+    """POST a change through the admin change form; the row changes exactly when allowed."""
+    before = read(obj)
+    data = change_form_data(ctx.admin_client, obj, **changes)
+    get = ctx.client.get(change_url(obj))
+    response = ctx.client.post(change_url(obj), data)
+    obj.refresh_from_db()
+    if allowed:
+        assert get.status_code == 200 and get.context["has_change_permission"]
+        assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+        assert read(obj) != before
+    else:
+        assert get.status_code == 403 or not get.context["has_change_permission"]
+        assert response.status_code == 403
+        assert read(obj) == before
+
+
+def probe_matrix(ctx: Ctx, allowed: bool) -> None:
+    row = MatrixRow.objects.get(failure_type=FailureType.UNIT_TEST)
+    _probe_change_form(ctx, allowed, row, {"sla_budget": "06:00:00"}, lambda r: r.sla_budget)
+    if allowed:
+        assert row.sla_budget == timedelta(hours=6)
+
+
+def probe_rules(ctx: Ctx, allowed: bool) -> None:
+    rule = ClassificationRule.objects.order_by("position", "id").first()
+    _probe_change_form(ctx, allowed, rule, {"description": "edited in a role test"}, lambda r: r.description)
+    if allowed:
+        assert rule.description == "edited in a role test"
+
+
+def probe_teams(ctx: Ctx, allowed: bool) -> None:
+    team = Team.objects.get(name="QA")
+    _probe_change_form(ctx, allowed, team, {"slack_channel": "#qa-edited"}, lambda t: t.slack_channel)
+    if allowed:
+        assert team.slack_channel == "#qa-edited"
+
+
+def probe_ingest_sources(ctx: Ctx, allowed: bool) -> None:
+    ingest_source, _ = source_create(name="jenkins", actor=Actor.task("test"), now=timezone.now())
+    source = IngestSource.objects.get(pk=ingest_source.pk)
+    _probe_change_form(ctx, allowed, source, {"is_active": False}, lambda s: s.is_active)
+    if allowed:
+        assert source.is_active is False
+
+
+PROBES: dict[str, Callable[[Ctx, bool], None]] = {
+    "View failures, timelines, the matrix, rules, teams and the audit log": probe_view,
+    "Acknowledge failures": probe_acknowledge,
+    "Resolve failures": probe_resolve,
+    "Correct a failure's type": probe_correct_type,
+    "Edit the escalation matrix": probe_matrix,
+    "Edit classification rules": probe_rules,
+    "Edit teams, people, ownership rules and branch policy": probe_teams,
+    "Manage ingest sources and their tokens": probe_ingest_sources,
+}
+
+ALLOWED = [pytest.param(cap, role.value, id=f"{cap.name} | {role.value}") for cap in CAPABILITIES for role in cap.roles]
+REFUSED = [
+    pytest.param(cap, persona, id=f"{cap.name} | {persona}")
+    for cap in CAPABILITIES
+    for persona in [*(role.value for role in Role if role not in cap.roles), "outsider"]
+]
+
+
+@pytest.fixture
+def ctx_for(request, admin_client, api):
+    def make(persona: str) -> Ctx:
+        user = request.getfixturevalue(persona)
+        client = Client()
+        client.force_login(user)
+        return Ctx(user=user, client=client, admin_client=admin_client, api=api)
+
+    return make
+
+
+def test_every_capability_has_a_probe():
+    assert set(PROBES) == {cap.name for cap in CAPABILITIES}
+
+
+@pytest.mark.parametrize(("capability", "persona"), ALLOWED)
+def test_a_role_with_a_capability_may_use_it(capability: Capability, persona: str, ctx_for):
+    PROBES[capability.name](ctx_for(persona), allowed=True)
+
+
+@pytest.mark.parametrize(("capability", "persona"), REFUSED)
+def test_a_role_without_a_capability_is_refused_it(capability: Capability, persona: str, ctx_for):
+    PROBES[capability.name](ctx_for(persona), allowed=False)
+
+
+def test_the_readme_role_table_is_the_one_generated_from_the_capabilities():
+    readme = (Path(settings.BASE_DIR) / "README.md").read_text()
+    start = readme.find("| may |")
+    assert start != -1, "README.md has no role table"
+    table = readme[start:].split("\n\n", 1)[0].strip()
+    assert table == role_table_markdown()
+
+
+def test_the_eleven_role_groups_hold_exactly_their_capabilities_permissions():
+    groups = Group.objects.filter(name__in=[role.label for role in Role]).prefetch_related("permissions__content_type")
+    granted = {
+        group.name: {f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()} for group in groups
+    }
+    assert granted == {role.label: role_permissions(role) for role in Role}
+    assert len(granted) == 11
