@@ -13,9 +13,7 @@ def failures_list() -> QuerySet[Failure]:
 
 
 def failure_detail() -> QuerySet[Failure]:
-    return failures_list().prefetch_related(
-        Prefetch("timeline", queryset=TimelineEntry.objects.order_by("at", "id"))
-    )
+    return failures_list().prefetch_related(Prefetch("timeline", queryset=TimelineEntry.objects.order_by("at", "id")))
 
 
 def failures_breached(queryset: QuerySet[Failure], *, now: datetime) -> QuerySet[Failure]:

@@ -14,9 +14,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def lookup_allowed(self, lookup, value, request=None):
         # The failure page links to its own entries by content type and object id.
-        return lookup in {"object_id", "content_type__model"} or super().lookup_allowed(
-            lookup, value, request
-        )
+        return lookup in {"object_id", "content_type__model"} or super().lookup_allowed(lookup, value, request)
 
     def has_add_permission(self, request):
         return False

@@ -23,6 +23,8 @@ class LimitedJSONParser(JSONParser):
             raise ParseError(f"the body is not UTF-8: {exc}") from None
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise ParseError("malformed JSON: nested too deeply") from None
         except ValueError as exc:
             raise ParseError(f"malformed JSON: {exc}") from None
         if _has_nul(data):
@@ -31,10 +33,16 @@ class LimitedJSONParser(JSONParser):
 
 
 def _has_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+    """Walks without recursion: a body nested as deep as json.loads allows must not overflow the stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False

@@ -61,9 +61,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability("Acknowledge failures", ("escalation.acknowledge_failure",), OWNER_ROLES),
     Capability("Resolve failures", ("escalation.resolve_failure",), OWNER_ROLES),
-    Capability(
-        "Correct a failure's type", ("escalation.correct_failure_type",), (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE)
-    ),
+    Capability("Correct a failure's type", ("escalation.correct_failure_type",), (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE)),
     Capability(
         "Edit the escalation matrix",
         ("escalation.change_matrixrow",),

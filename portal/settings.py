@@ -61,9 +61,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"), conn_max_age=0
-    )
+    "default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"), conn_max_age=0)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if env_bool("PORTAL_DB_POOL", True):

@@ -1,9 +1,19 @@
 import django_filters
+from django import forms
 from django.utils import timezone
 
 from escalation.choices import FailureStatus, FailureType
 from escalation.models import Failure
 from escalation.selectors import failures_breached, failures_not_breached
+
+
+class FailureFilterForm(forms.Form):
+    def clean_breached(self):
+        # django-filter's boolean widget reads an unknown word as "no filter"; refuse it instead.
+        raw = self.data.get("breached", "")
+        if raw and raw.lower() not in {"true", "false", "1", "0"}:
+            raise forms.ValidationError(f"must be true or false, not {raw!r}")
+        return self.cleaned_data["breached"]
 
 
 class FailureFilter(django_filters.FilterSet):
@@ -14,13 +24,12 @@ class FailureFilter(django_filters.FilterSet):
     )
     repository = django_filters.CharFilter(field_name="repository__name")
     branch = django_filters.CharFilter()
-    breached = django_filters.BooleanFilter(
-        method="filter_breached", help_text="Open and past the SLA due time"
-    )
+    breached = django_filters.BooleanFilter(method="filter_breached", help_text="Open and past the SLA due time")
 
     class Meta:
         model = Failure
         fields = ["status", "type", "team", "repository", "branch", "breached"]
+        form = FailureFilterForm
 
     def filter_breached(self, queryset, name, value):
         now = timezone.now()

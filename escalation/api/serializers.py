@@ -16,12 +16,13 @@ class EventInputSerializer(serializers.Serializer):
     commit = StrictCharField(max_length=64)
     commit_author = StrictCharField(max_length=254, allow_blank=True, required=False, default="")
     run_id = StrictCharField(max_length=200)
-    attempt = StrictIntegerField(min_value=1, required=False, default=1)
+    # The column is a PostgreSQL integer: a larger attempt must be refused here, not fail the insert.
+    attempt = StrictIntegerField(min_value=1, max_value=2**31 - 1, required=False, default=1)
     job = StrictCharField(max_length=255)
     status = serializers.ChoiceField(choices=JobStatus.choices)
     step = StrictCharField(max_length=255, allow_blank=True, required=False, default="")
     type = StrictCharField(
-        max_length=64, allow_blank=True, required=False, default="", help_text="Type hint; wins when valid"
+        max_length=32, allow_blank=True, required=False, default="", help_text="Type hint; wins when valid"
     )
     log_excerpt = StrictCharField(allow_blank=True, required=False, default="", trim_whitespace=False)
     url = serializers.URLField(max_length=500, allow_blank=True, required=False, default="")
@@ -57,9 +58,7 @@ class EventReceiptSerializer(serializers.Serializer):
     sla_due_at = serializers.DateTimeField(allow_null=True)
     status = serializers.CharField(allow_null=True, help_text="The failure's status")
     occurrences = serializers.IntegerField(allow_null=True)
-    recovered = serializers.ListField(
-        child=serializers.IntegerField(), help_text="Failures this success resolved"
-    )
+    recovered = serializers.ListField(child=serializers.IntegerField(), help_text="Failures this success resolved")
     warnings = serializers.ListField(child=serializers.CharField())
 
 

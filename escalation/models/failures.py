@@ -67,17 +67,13 @@ class Failure(models.Model):
         constraints = [
             # Concurrent events with one fingerprint must land on one failure: the loser of the
             # insert race adds an occurrence to the winner's row.
-            models.UniqueConstraint(
-                fields=["fingerprint"], condition=OPEN_Q, name="one_open_failure_per_fingerprint"
-            ),
+            models.UniqueConstraint(fields=["fingerprint"], condition=OPEN_Q, name="one_open_failure_per_fingerprint"),
         ]
         indexes = [
             # failures_past_due(): open failures ordered by due time.
             models.Index(fields=["sla_due_at"], condition=OPEN_Q, name="failure_open_due_idx"),
             # recover(): open failures of one repository, branch and job.
-            models.Index(
-                fields=["repository", "branch", "job_name"], condition=OPEN_Q, name="failure_open_job_idx"
-            ),
+            models.Index(fields=["repository", "branch", "job_name"], condition=OPEN_Q, name="failure_open_job_idx"),
         ]
         permissions = [
             ("acknowledge_failure", "Can acknowledge failures"),

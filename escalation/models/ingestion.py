@@ -86,9 +86,7 @@ class CIEvent(models.Model):
     received_at = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["source", "idempotency_key"], name="event_idempotency_key")
-        ]
+        constraints = [models.UniqueConstraint(fields=["source", "idempotency_key"], name="event_idempotency_key")]
         verbose_name = "CI event"
 
     def __str__(self) -> str:

@@ -31,12 +31,8 @@ class MatrixRow(models.Model):
     retries = models.PositiveSmallIntegerField(
         default=0, help_text="Retries CI may make after the first run; 0 = never"
     )
-    retry_backoff_seconds = models.PositiveIntegerField(
-        default=0, help_text="First retry delay; doubles each attempt"
-    )
-    retry_condition = models.CharField(
-        max_length=32, choices=RetryCondition.choices, default=RetryCondition.NONE
-    )
+    retry_backoff_seconds = models.PositiveIntegerField(default=0, help_text="First retry delay; doubles each attempt")
+    retry_condition = models.CharField(max_length=32, choices=RetryCondition.choices, default=RetryCondition.NONE)
     opens_rotation_task = models.BooleanField(default=False)
 
     class Meta:

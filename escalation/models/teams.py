@@ -106,9 +106,7 @@ class Repository(models.Model):
     protected_branches = models.JSONField(
         default=default_protected_branches, help_text="Globs; the default branch is always protected"
     )
-    owning_team = models.ForeignKey(
-        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="repositories"
-    )
+    owning_team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="repositories")
 
     class Meta:
         ordering = ["name"]

@@ -23,14 +23,12 @@ LOG_LINES = [
         "ci_runner",
     ),
     (
-        "ERROR: Job failed (system failure): Error response from daemon: container create: context deadline "
-        "exceeded",
+        "ERROR: Job failed (system failure): Error response from daemon: container create: context deadline exceeded",
         "GitLab Runner",
         "ci_runner",
     ),
     (
-        "docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon "
-        "running?.",
+        "docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?.",
         "Docker CLI",
         "ci_runner",
     ),

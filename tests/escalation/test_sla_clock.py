@@ -32,9 +32,7 @@ def test_a_complex_database_test_gets_the_longer_budget():
 
 
 def test_working_hours_skip_the_weekend_and_a_monday_holiday():
-    team = TeamFactory(
-        timezone="Europe/Berlin", workday_start=time(9), workday_end=time(17), holidays=["2026-11-23"]
-    )
+    team = TeamFactory(timezone="Europe/Berlin", workday_start=time(9), workday_end=time(17), holidays=["2026-11-23"])
     friday_afternoon = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)  # 15:00 in Berlin: 2 working hours left
     due = sla_due_at(snapshot=snapshot(4, Calendar.TEAM_HOURS), opened_at=friday_afternoon, team=team)
     assert due == datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # Tuesday 11:00 Berlin

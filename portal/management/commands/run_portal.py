@@ -32,9 +32,7 @@ class Command(BaseCommand):
             ],
         )
         worker = subprocess.Popen([python, "manage.py", "qcluster"], cwd=settings.BASE_DIR)  # noqa: S603
-        self.stdout.write(
-            f"The portal runs at http://{bind}/ (admin at http://{bind}/admin/). Ctrl-C stops it."
-        )
+        self.stdout.write(f"The portal runs at http://{bind}/ (admin at http://{bind}/admin/). Ctrl-C stops it.")
         children = [web, worker]
 
         def stop(signum, frame):
