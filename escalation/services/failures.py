@@ -4,9 +4,9 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
-from escalation.choices import FailureStatus, FailureType, Resolution
+from escalation.choices import OPEN_STATUSES, FailureStatus, FailureType, Resolution
 from escalation.exceptions import FailureNotOpen, UnknownFailureType
 from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
 from escalation.models.failures import OPEN_Q, TimelineKind
@@ -65,18 +65,26 @@ def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, n
             if failure is None:
                 raise
     FailureOccurrence.objects.create(failure=failure, event=reported.event, seen_at=reported.seen_at)
+    if failure.owner_team_id in config.teams:  # the receipt names the owner without another query
+        failure.owner_team = config.teams[failure.owner_team_id]
     return failure, opened
 
 
+# One statement counts the occurrence and returns what the receipt needs; the UPDATE takes the
+# row lock itself. Ingestion runs it for every failing event, so it skips the ORM's read-modify-write.
+_RECUR_SQL = (
+    "UPDATE escalation_failure SET occurrence_count = occurrence_count + 1,"
+    " last_seen_at = CASE WHEN last_seen_at > %s THEN last_seen_at ELSE %s END, latest_run_id = %s"
+    " WHERE fingerprint = %s AND status IN (%s, %s)"
+    " RETURNING id, failure_type, status, owner_team_id, sla_due_at, occurrence_count, fingerprint"
+)
+
+
 def _recur(fingerprint: str, reported: Reported) -> Failure | None:
-    failure = Failure.objects.select_for_update().filter(OPEN_Q, fingerprint=fingerprint).first()
-    if failure is None:
-        return None
-    failure.occurrence_count += 1  # the row lock makes this read-modify-write safe
-    failure.last_seen_at = max(failure.last_seen_at, reported.seen_at)
-    failure.latest_run = reported.run
-    failure.save(update_fields=["occurrence_count", "last_seen_at", "latest_run"])
-    return failure
+    seen_at = connection.ops.adapt_datetimefield_value(reported.seen_at)
+    params = [seen_at, seen_at, reported.run.pk, fingerprint, *(status.value for status in OPEN_STATUSES)]
+    rows = list(Failure.objects.raw(_RECUR_SQL, params))  # the other fields load lazily if read
+    return rows[0] if rows else None
 
 
 def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime) -> Failure:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 
 from escalation.choices import JobStatus
 from escalation.models import CIEvent, CIJob, CIRun, Failure, IngestSource, Repository
@@ -82,20 +82,18 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
     repository = repository_for(config, data.repository)
     run = _upsert_run(ingest_source, repository, data)
     job = _upsert_job(run, data, seen_at)
-    try:
-        with transaction.atomic():
-            event = CIEvent.objects.create(
-                source=ingest_source,
-                idempotency_key=key,
-                job=job,
-                status=data.status,
-                step=data.step,
-                type_hint=data.type,
-                log_excerpt=_tail(data.log_excerpt),
-                received_at=now,
-            )
-    except IntegrityError:
-        raise _Duplicate from None
+    event = CIEvent(
+        source=ingest_source,
+        idempotency_key=key,
+        job=job,
+        status=data.status,
+        step=data.step,
+        type_hint=data.type,
+        log_excerpt=_tail(data.log_excerpt),
+        received_at=now,
+    )
+    if not _insert_event(event):
+        raise _Duplicate
 
     if data.status == JobStatus.SUCCESS:
         recovered = failures_recover(repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now)
@@ -112,6 +110,36 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
     reported = Reported(repository, run, event, data.job, seen_at, classification)
     failure, _ = failure_report(config=config, reported=reported, actor=actor, now=now)
     return IngestResult(True, event, failure, [])
+
+
+_INSERT_EVENT_SQL = (
+    "INSERT INTO escalation_cievent"
+    " (source_id, idempotency_key, job_id, status, step, type_hint, log_excerpt, received_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (source_id, idempotency_key) DO NOTHING RETURNING id"
+)
+
+
+def _insert_event(event: CIEvent) -> bool:
+    """Store the event unless its key is stored already; one statement, no savepoint. False: a duplicate."""
+    params = [
+        event.source_id,
+        event.idempotency_key,
+        event.job.pk,
+        str(event.status),  # psycopg would dump an enum member by its name
+        event.step,
+        event.type_hint,
+        event.log_excerpt,
+        connection.ops.adapt_datetimefield_value(event.received_at),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_EVENT_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    event.pk = row[0]
+    event._state.adding = False
+    return True
 
 
 def repository_for(config: RoutingConfig, name: str) -> Repository:
