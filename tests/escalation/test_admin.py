@@ -2,7 +2,6 @@
 configuration service, and the read-only audit log. Each action and edit once, proving it calls through."""
 
 import html
-import itertools
 import re
 from datetime import timedelta
 
@@ -19,31 +18,16 @@ from escalation.models.failures import TimelineKind
 from escalation.services.failures import failures_acknowledge, failures_resolve
 from portal.audit import Actor
 from portal.models import AuditAction, AuditEntry
+from tests.factories import report_failure
 
 pytestmark = pytest.mark.django_db
 
 FAILURE_CHANGELIST = reverse("admin:escalation_failure_changelist")
 AUDIT_CHANGELIST = reverse("admin:portal_auditentry_changelist")
-_run_ids = itertools.count(1)
 
 
 def report(api, **fields) -> Failure:
-    """A failure opened (or recurring) the way CI reports it: through the events API."""
-    body = {
-        "source": "github-actions",
-        "repository": "acme/shop",
-        "branch": "main",
-        "commit": "9f1c2e7",
-        "commit_author": "dev@example.com",
-        "run_id": str(next(_run_ids)),
-        "job": "unit-tests",
-        "status": "failure",
-        "type": FailureType.UNIT_TEST,
-        **fields,
-    }
-    response = api.post("/api/v1/events/", body, content_type="application/json")
-    assert response.status_code == 201, response.content
-    return Failure.objects.get(pk=response.json()["id"])
+    return report_failure(api, **fields)
 
 
 def logged_in(user) -> Client:

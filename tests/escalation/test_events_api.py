@@ -1,21 +1,9 @@
 import pytest
 
 from escalation.models import Failure
+from tests.factories import EVENT
 
 pytestmark = pytest.mark.django_db
-
-EVENT = {
-    "source": "github-actions",
-    "repository": "acme/shop",
-    "branch": "main",
-    "commit": "9f1c2e7",
-    "commit_author": "dev@example.com",
-    "run_id": "1001",
-    "attempt": 1,
-    "job": "unit-tests",
-    "status": "failure",
-    "log_excerpt": "FAILED tests/test_cart.py::test_total - AssertionError: assert 3 == 4",
-}
 
 
 def post(api, body):

@@ -12,23 +12,12 @@ from escalation.models import CIEvent, CIJob, CIRun, Failure, IngestSource, Repo
 from escalation.services.sources import source_create
 from portal.audit import Actor
 from portal.models import AuditEntry
+from tests.factories import EVENT
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/events/"
 
-EVENT = {
-    "source": "github-actions",
-    "repository": "acme/shop",
-    "branch": "main",
-    "commit": "9f1c2e7",
-    "commit_author": "dev@example.com",
-    "run_id": "1001",
-    "attempt": 1,
-    "job": "unit-tests",
-    "status": "failure",
-    "log_excerpt": "FAILED tests/test_cart.py::test_total - AssertionError: assert 3 == 4",
-}
 
 REQUIRED = ["source", "repository", "branch", "commit", "run_id", "job", "status"]
 

@@ -20,24 +20,12 @@ from escalation.models import (
 )
 from escalation.services.failures import failure_fingerprint
 from portal.models import AuditAction, AuditEntry
-from tests.factories import IdentityFactory, TeamFactory
+from tests.factories import EVENT, IdentityFactory, TeamFactory
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/events/"
 
-EVENT = {
-    "source": "github-actions",
-    "repository": "acme/shop",
-    "branch": "main",
-    "commit": "9f1c2e7",
-    "commit_author": "dev@example.com",
-    "run_id": "1001",
-    "attempt": 1,
-    "job": "unit-tests",
-    "status": "failure",
-    "log_excerpt": "FAILED tests/test_cart.py::test_total - AssertionError: assert 3 == 4",
-}
 
 UNIT_TEST_BUDGET = timedelta(hours=4)
 

@@ -26,6 +26,7 @@ from escalation.services.sources import source_create
 from portal.audit import Actor
 from portal.errors import RoleRequired
 from portal.roles import CAPABILITIES, Capability, role_permissions, role_table_markdown
+from tests.factories import report_failure
 
 pytestmark = pytest.mark.django_db
 
@@ -44,21 +45,7 @@ class Ctx:
 
     def failure(self, **fields) -> Failure:
         """A failure opened the way CI opens one: through the events API."""
-        body = {
-            "source": "github-actions",
-            "repository": "acme/shop",
-            "branch": "main",
-            "commit": "9f1c2e7",
-            "commit_author": "dev@example.com",
-            "run_id": str(next(_run_ids)),
-            "job": "unit-tests",
-            "status": "failure",
-            "type": FailureType.UNIT_TEST,
-            **fields,
-        }
-        response = self.api.post("/api/v1/events/", body, content_type="application/json")
-        assert response.status_code == 201, response.content
-        return Failure.objects.get(pk=response.json()["id"])
+        return report_failure(self.api, **fields)
 
     def actor(self) -> Actor:
         return Actor.of_user(self.user, ChangeSource.ADMIN)
