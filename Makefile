@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-ingest clean
+.PHONY: run test lint bench-ingest bench-junit bench-classify clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c "import ensurepip" 2>/dev/null || { \
@@ -30,6 +30,12 @@ lint: $(STAMP)
 
 bench-ingest: $(STAMP)
 	scripts/with-postgres.sh $(BIN)/python bench/ingest.py $(BENCH_ARGS)
+
+bench-junit: $(STAMP)
+	scripts/with-postgres.sh $(BIN)/python bench/junit.py $(BENCH_ARGS)
+
+bench-classify: $(STAMP)
+	scripts/with-postgres.sh $(BIN)/python bench/classify.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

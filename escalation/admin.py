@@ -6,14 +6,14 @@ from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 
 from escalation.choices import ChangeSource, FailureType, Resolution, Scope
 from escalation.models import (
     CIEvent,
     CIJob,
     CIRun,
-    ClassificationRule,
     Failure,
     Identity,
     IngestSource,
@@ -26,7 +26,7 @@ from escalation.models import (
     TimelineEntry,
 )
 from escalation.models.failures import OPEN_Q
-from escalation.selectors import failures_breached, failures_not_breached
+from escalation.selectors import failures_breached, failures_not_breached, failures_similar
 from escalation.services import configuration
 from escalation.services.failures import failure_correct_type, failures_acknowledge, failures_resolve
 from portal.audit import Actor
@@ -57,39 +57,6 @@ class ConfigAdmin(admin.ModelAdmin):
         for obj in instances:
             self.save_model(request, obj, None, True)
         formset.save_m2m()
-
-
-class RuleForm(forms.ModelForm):
-    class Meta:
-        model = ClassificationRule
-        fields = [
-            "name",
-            "position",
-            "field",
-            "event_field",
-            "pattern",
-            "failure_type",
-            "is_enabled",
-            "description",
-        ]
-
-    def clean_pattern(self):
-        pattern = self.cleaned_data["pattern"]
-        try:
-            configuration.rule_pattern_check(pattern)
-        except PortalError as exc:
-            raise forms.ValidationError(exc.detail) from exc
-        return pattern
-
-
-@admin.register(ClassificationRule)
-class ClassificationRuleAdmin(ConfigAdmin):
-    form = RuleForm
-    list_display = ["position", "name", "field", "failure_type", "is_enabled", "pattern"]
-    list_display_links = ["name"]
-    list_filter = ["field", "failure_type", "is_enabled"]
-    search_fields = ["name", "pattern", "description"]
-    ordering = ["position", "id"]
 
 
 @admin.register(MatrixRow)
@@ -244,7 +211,24 @@ class FailureAdmin(admin.ModelAdmin):
     readonly_fields = ["audit_log"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in Failure._meta.fields] + ["audit_log"]
+        return [f.name for f in Failure._meta.fields] + ["audit_log", "similar_failures"]
+
+    @admin.display(description="similar failures (same error signature)")
+    def similar_failures(self, obj):
+        similar = list(failures_similar(failure=obj))
+        if not similar:
+            return "none" if obj.signature else "no signature (empty log excerpt)"
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">#{}</a> {} {}:{} {} ({}, last seen {})</li>',
+            (
+                (reverse("admin:escalation_failure_change", args=[f.pk]), f.pk, f.failure_type, f.repository.name,
+                 f.branch, f.job_name, f.get_status_display().lower(), f"{f.last_seen_at:%Y-%m-%d %H:%M}")
+                for f in similar
+            ),
+        )  # fmt: skip
+        url = reverse("admin:escalation_failure_changelist") + "?" + urlencode({"signature": obj.signature})
+        return format_html('<ul>{}</ul><a href="{}">all failures with this signature</a>', rows, url)
 
     def has_add_permission(self, request):
         return False
@@ -347,3 +331,7 @@ class CIJobAdmin(ReadOnlyAdmin):
 class CIEventAdmin(ReadOnlyAdmin):
     list_display = ["id", "job", "status", "received_at", "idempotency_key"]
     list_filter = ["status", "source"]
+
+
+import escalation.admin_classification  # noqa: E402, F401 - registers rules, rule changes and triage
+import escalation.admin_reports  # noqa: E402, F401 - registers the CI-native ingestion pages

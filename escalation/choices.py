@@ -100,6 +100,7 @@ class Resolution(models.TextChoices):
     FIXED = "fixed", "Fixed"
     RECOVERED = "recovered", "Recovered (the same job passed again)"
     FALSE_POSITIVE = "false_positive", "False positive"
+    SUPERSEDED = "superseded", "Superseded (replaced by the failures of its jobs)"
 
 
 class JobStatus(models.TextChoices):
@@ -113,7 +114,43 @@ class RuleField(models.TextChoices):
     JOB = "job", "Job name"
     STEP = "step", "Step name"
     LOG = "log", "Log excerpt"
+    CHANGED_FILES = "changed_files", "Changed files (one path a line)"
     EVENT_FIELD = "event_field", "Event field"
+
+
+class RuleStage(models.IntegerChoices):
+    """The precedence of classification rules, after a valid type hint and before the fallback type.
+
+    A rule of an earlier stage always wins over a rule of a later one, whatever their positions;
+    position orders the rules within a stage.
+    """
+
+    INFRASTRUCTURE = 10, "1. Infrastructure causes in the log"
+    LOG = 20, "2. Other log patterns"
+    NAME = 30, "3. Job and step names, changed files, event fields"
+    GENERIC = 40, "4. Generic test-runner summaries in the log"
+
+
+class TriageVerdict(models.TextChoices):
+    """What QA said of a failure's type in triage; it counts for or against the rule that decided it."""
+
+    CONFIRMED = "confirmed", "Type confirmed"
+    CORRECTED = "corrected", "Type corrected"
+
+
+class RuleChangeKind(models.TextChoices):
+    CREATE = "create", "Create"
+    UPDATE = "update", "Update"
+    DELETE = "delete", "Delete"
+
+
+class RuleChangeStatus(models.TextChoices):
+    PREVIEWING = "previewing", "Preview running"
+    PREVIEWED = "previewed", "Previewed"
+    APPLYING = "applying", "Applying"
+    APPLIED = "applied", "Applied"
+    DISCARDED = "discarded", "Discarded"
+    FAILED = "failed", "Failed"
 
 
 class Scope(models.TextChoices):

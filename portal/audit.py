@@ -42,7 +42,7 @@ class Actor:
 
 
 # Never copied into the audit log, which every role can read.
-SECRET_FIELDS = frozenset({"token_hash"})
+SECRET_FIELDS = frozenset({"token_hash", "webhook_secret"})
 
 
 def row_state(obj: models.Model) -> dict[str, Any]:

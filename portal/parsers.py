@@ -1,12 +1,21 @@
-"""A JSON parser that refuses oversized bodies and NUL characters before anything is stored."""
+"""A JSON parser that refuses oversized bodies and NUL characters before anything is stored.
+
+Text that is not UTF-8 is refused, except in the fields a view names in ``lenient_text_fields``
+(the events API's ``log_excerpt``): CI logs carry whatever bytes the tools printed, so there each
+invalid byte sequence, or lone surrogate escape, becomes U+FFFD instead of failing the event.
+"""
 
 import json
+import re
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from portal.errors import NulByte, PayloadTooLarge
+
+# A \uD800-\uDFFF escape may decode to a lone surrogate, which no UTF-8 encoder accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class LimitedJSONParser(JSONParser):
@@ -19,8 +28,9 @@ class LimitedJSONParser(JSONParser):
             raise NulByte("the body contains a NUL byte")
         try:
             text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ParseError(f"the body is not UTF-8: {exc}") from None
+            suspect = _SURROGATE_ESCAPE.search(text) is not None
+        except UnicodeDecodeError:
+            text, suspect = raw.decode("utf-8", errors="surrogateescape"), True  # bad bytes become lone surrogates
         try:
             data = json.loads(text)
         except RecursionError:
@@ -29,7 +39,43 @@ class LimitedJSONParser(JSONParser):
             raise ParseError(f"malformed JSON: {exc}") from None
         if _has_nul(data):
             raise NulByte("a value contains a NUL character (\\u0000)")
-        return data
+        if not suspect:
+            return data
+        view = (parser_context or {}).get("view")
+        return _undecodable_replaced(data, lenient=frozenset(getattr(view, "lenient_text_fields", ())))
+
+
+def _undecodable_replaced(data, *, lenient: frozenset[str]):
+    """Replace undecodable text in the lenient top-level fields; refuse it anywhere else."""
+    from escalation.services.log_text import has_undecodable, log_text_decode
+
+    if isinstance(data, dict):
+        for key in lenient:
+            if isinstance(data.get(key), str) and has_undecodable(data[key]):
+                data[key] = log_text_decode(data[key])
+    where = _undecodable_at(data)
+    if where is not None:
+        raise ParseError(f"the body is not UTF-8: {where} holds bytes or escapes that are not valid UTF-8 text")
+    return data
+
+
+def _undecodable_at(value) -> str | None:
+    """Where the first string that cannot be UTF-8 encoded sits, walked without recursion."""
+    from escalation.services.log_text import has_undecodable
+
+    stack = [("the body", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            if has_undecodable(item):
+                return where
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                stack.append((f"a key of {where}", key))
+                stack.append((f"{key!r}" if where == "the body" else f"{where}.{key}", inner))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", inner) for i, inner in enumerate(item))
+    return None
 
 
 def _has_nul(value) -> bool:

@@ -54,6 +54,17 @@ CAPABILITIES: tuple[Capability, ...] = (
                 "cirun",
                 "cijob",
                 "cievent",
+                # CI-native ingestion (issue 5)
+                "report",
+                "testresult",
+                "finding",
+                "credentialrotation",
+                "flakyobservation",
+                "runflag",
+                "webhookdelivery",
+                # classification and triage (issue 4)
+                "classificationruleversion",
+                "rulechange",
             )
         )
         + ("portal.view_auditentry",),
@@ -63,6 +74,11 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("Resolve failures", ("escalation.resolve_failure",), OWNER_ROLES),
     Capability("Correct a failure's type", ("escalation.correct_failure_type",), (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE)),
     Capability(
+        "Confirm a failure's type in triage",
+        ("escalation.confirm_failure_type",),
+        (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE),
+    ),
+    Capability(
         "Edit the escalation matrix",
         ("escalation.change_matrixrow",),
         (R.SCRUM_MASTER, R.TECHNICAL_ARCHITECT),
@@ -70,6 +86,11 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "Edit classification rules",
         _crud("escalation", "classificationrule"),
+        (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE),
+    ),
+    Capability(
+        "Apply a previewed classification rule change",
+        ("escalation.apply_rulechange",),
         (R.QA_ANALYST, R.SENIOR_DEV_TRIAGE),
     ),
     Capability(
@@ -106,7 +127,10 @@ def sync_role_groups(apps) -> None:
         perms = []
         for dotted in sorted(wanted):
             app_label, codename = dotted.split(".")
-            perms.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+            # A migration that runs before a later model exists grants its permission when a later one syncs.
+            permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if permission is not None:
+                perms.append(permission)
         group.permissions.set(perms)
 
 

@@ -25,10 +25,11 @@ class FailureFilter(django_filters.FilterSet):
     repository = django_filters.CharFilter(field_name="repository__name")
     branch = django_filters.CharFilter()
     breached = django_filters.BooleanFilter(method="filter_breached", help_text="Open and past the SLA due time")
+    signature = django_filters.CharFilter(help_text="The error signature (GET /api/v1/signatures/)")
 
     class Meta:
         model = Failure
-        fields = ["status", "type", "team", "repository", "branch", "breached"]
+        fields = ["status", "type", "team", "repository", "branch", "breached", "signature"]
         form = FailureFilterForm
 
     def filter_breached(self, queryset, name, value):

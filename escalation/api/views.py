@@ -22,6 +22,7 @@ class EventView(APIView):
 
     permission_classes = [HasScope]
     required_scope = Scope.INGEST
+    lenient_text_fields = ("log_excerpt",)  # bytes that are not UTF-8 become U+FFFD (portal.parsers)
 
     @extend_schema(
         request=EventInputSerializer,

@@ -1,24 +1,54 @@
-from escalation.models.failures import Failure, FailureOccurrence, TimelineEntry, TimelineKind
+from escalation.models.failures import (
+    Failure,
+    FailureAwaitingTriage,
+    FailureOccurrence,
+    TimelineEntry,
+    TimelineKind,
+)
 from escalation.models.ingestion import CIEvent, CIJob, CIRun, IngestSource
 from escalation.models.matrix import MatrixRow
-from escalation.models.rules import ClassificationRule
+from escalation.models.reports import (
+    CredentialRotation,
+    Finding,
+    FlakyObservation,
+    Report,
+    RunFlag,
+    TestResult,
+    WebhookAlias,
+    WebhookDelivery,
+    WebhookRun,
+)
+from escalation.models.rules import ClassificationRule, ClassificationRuleVersion, RuleChange, RuleChangeEffect
 from escalation.models.teams import Identity, OwnershipRule, Person, Repository, RoleDefaultTeam, Team
 
 __all__ = [
     "CIEvent",
     "CIJob",
     "CIRun",
+    "CredentialRotation",
     "ClassificationRule",
+    "ClassificationRuleVersion",
     "Failure",
+    "FailureAwaitingTriage",
     "FailureOccurrence",
+    "Finding",
+    "FlakyObservation",
     "Identity",
     "IngestSource",
     "MatrixRow",
     "OwnershipRule",
     "Person",
+    "Report",
     "Repository",
     "RoleDefaultTeam",
+    "RuleChange",
+    "RuleChangeEffect",
+    "RunFlag",
     "Team",
+    "TestResult",
     "TimelineEntry",
     "TimelineKind",
+    "WebhookAlias",
+    "WebhookDelivery",
+    "WebhookRun",
 ]

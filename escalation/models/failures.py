@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from escalation.choices import ChangeSource, FailureStatus, FailureType, Resolution
+from escalation.choices import ChangeSource, FailureStatus, FailureType, Resolution, TriageVerdict
 
 OPEN_Q = Q(status__in=[FailureStatus.OPEN, FailureStatus.ACKNOWLEDGED])
 
@@ -48,9 +48,32 @@ class Failure(models.Model):
         max_length=120, help_text="The rule's name, 'type hint', or 'fallback' when nothing matched"
     )
     classification_rule = models.ForeignKey(
-        "escalation.ClassificationRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "escalation.ClassificationRule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="classified_failures",
+        help_text="The rule that decided the type; kept after a correction, which counts against it",
     )
+    classification_rule_version = models.PositiveIntegerField(null=True, blank=True)
     classification_text = models.TextField(blank=True, help_text="The text the rule matched")
+    classification_event = models.ForeignKey(
+        "escalation.CIEvent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The event whose job, step, log and fields were classified",
+    )
+    tags = models.JSONField(default=list, blank=True, help_text="From the deciding rule, e.g. rate_limited")
+    signature = models.CharField(
+        max_length=255, blank=True, help_text="The normalised error line of the log excerpt; same error, same signature"
+    )
+    triage_verdict = models.CharField(max_length=16, choices=TriageVerdict.choices, blank=True)
+    triaged_at = models.DateTimeField(null=True, blank=True)
+    triaged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.ForeignKey(
@@ -74,11 +97,22 @@ class Failure(models.Model):
             models.Index(fields=["sla_due_at"], condition=OPEN_Q, name="failure_open_due_idx"),
             # recover(): open failures of one repository, branch and job.
             models.Index(fields=["repository", "branch", "job_name"], condition=OPEN_Q, name="failure_open_job_idx"),
+            # failures_awaiting_triage(): open failures not yet triaged, oldest first.
+            models.Index(
+                fields=["first_seen_at"],
+                condition=OPEN_Q & Q(triaged_at__isnull=True, triage_due_at__isnull=False),
+                name="failure_awaiting_triage_idx",
+            ),
+            # signatures_top() and failures_similar(): failures grouped by error signature.
+            models.Index(fields=["signature", "first_seen_at"], name="failure_signature_idx"),
+            # rule change previews: failures first seen since the window start.
+            models.Index(fields=["first_seen_at"], name="failure_first_seen_idx"),
         ]
         permissions = [
             ("acknowledge_failure", "Can acknowledge failures"),
             ("resolve_failure", "Can resolve failures"),
             ("correct_failure_type", "Can correct a failure's type"),
+            ("confirm_failure_type", "Can confirm a failure's type in triage"),
         ]
 
     def __str__(self) -> str:
@@ -108,6 +142,8 @@ class TimelineKind(models.TextChoices):
     ACKNOWLEDGED = "acknowledged", "Acknowledged"
     RESOLVED = "resolved", "Resolved"
     TYPE_CORRECTED = "type_corrected", "Type corrected"
+    TYPE_CONFIRMED = "type_confirmed", "Type confirmed"
+    RECLASSIFIED = "reclassified", "Reclassified by a rule change"
 
 
 class TimelineEntry(models.Model):
@@ -127,3 +163,12 @@ class TimelineEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.kind}"
+
+
+class FailureAwaitingTriage(Failure):
+    """The QA triage queue: open failures on protected branches whose type nobody has confirmed or corrected."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "failure awaiting triage"
+        verbose_name_plural = "triage queue"

@@ -13,6 +13,9 @@ class IngestSource(models.Model):
     token_prefix = models.CharField(max_length=16, unique=True, editable=False)
     token_hash = models.CharField(max_length=64, editable=False)
     scopes = models.JSONField(default=list)
+    # GitHub signs deliveries with it (HMAC) and GitLab sends it as a token: it must be kept in clear.
+    # portal.audit.SECRET_FIELDS keeps it out of the audit log; the admin and the API never show it.
+    webhook_secret = models.CharField(max_length=255, blank=True, editable=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -83,6 +86,9 @@ class CIEvent(models.Model):
     step = models.CharField(max_length=255, blank=True)
     type_hint = models.CharField(max_length=32, blank=True)
     log_excerpt = models.TextField(blank=True)
+    event_fields = models.JSONField(
+        default=dict, blank=True, help_text="Other fields classification rules may match (source, runner, ...)"
+    )
     received_at = models.DateTimeField()
 
     class Meta:

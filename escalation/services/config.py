@@ -5,7 +5,6 @@ the rest of the event. Edits through the services call ``config_changed()``; oth
 see an edit after PORTAL_CONFIG_CACHE_SECONDS at the latest.
 """
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,21 +12,12 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from escalation.models import ClassificationRule, MatrixRow, OwnershipRule, Repository, RoleDefaultTeam, Team
-
-
-@dataclass(frozen=True)
-class CompiledRule:
-    id: int
-    name: str
-    field: str
-    event_field: str
-    regex: re.Pattern
-    failure_type: str
+from escalation.services.rule_engine import RuleEngine, RuleSpec, engine_for
 
 
 @dataclass
 class RoutingConfig:
-    rules: list[CompiledRule]
+    rules: RuleEngine
     matrix: dict[str, MatrixRow]
     role_teams: dict[str, int]
     ownership: list[OwnershipRule]
@@ -40,8 +30,10 @@ _lock = threading.Lock()
 _config: RoutingConfig | None = None
 
 
-def compile_pattern(pattern: str) -> re.Pattern:
-    return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+def rules_engine() -> RuleEngine:
+    """The enabled rules compiled into one engine; unchanged rules reuse the compiled engine."""
+    rules = ClassificationRule.objects.filter(is_enabled=True).order_by("stage", "position", "id")
+    return engine_for(tuple(RuleSpec.of(rule) for rule in rules))
 
 
 def routing_config() -> RoutingConfig:
@@ -63,12 +55,8 @@ def config_changed() -> None:
 
 
 def _load() -> RoutingConfig:
-    rules = [
-        CompiledRule(r.id, r.name, r.field, r.event_field, compile_pattern(r.pattern), r.failure_type)
-        for r in ClassificationRule.objects.filter(is_enabled=True).order_by("position", "id")
-    ]
     return RoutingConfig(
-        rules=rules,
+        rules=rules_engine(),
         matrix={row.failure_type: row for row in MatrixRow.objects.all()},
         role_teams=dict(RoleDefaultTeam.objects.values_list("role", "team_id")),
         ownership=list(OwnershipRule.objects.order_by("position", "id")),

@@ -7,21 +7,19 @@ PORTAL_CONFIG_CACHE_SECONDS).
 
 from datetime import datetime
 
+from django.conf import settings
 from django.db import models, transaction
 
-from escalation.exceptions import InvalidRule
 from escalation.models import ClassificationRule, Identity
-from escalation.services.config import compile_pattern, config_changed
+from escalation.services.config import config_changed
+from escalation.services.rule_engine import pattern_check
 from portal.audit import Actor, audit_record, row_state
 from portal.models import AuditAction
 
 
 def rule_pattern_check(pattern: str) -> None:
-    """Refuse a pattern that does not compile."""
-    try:
-        compile_pattern(pattern)
-    except Exception as exc:  # re.error, OverflowError, RecursionError
-        raise InvalidRule(f"the pattern does not compile: {exc}") from exc
+    """Refuse a pattern RE2 cannot compile, one that matches empty text, or one too slow on worst-case samples."""
+    pattern_check(pattern=pattern, budget_ms=settings.PORTAL_RULE_TRIAL_MS)
 
 
 def config_object_save(*, obj: models.Model, actor: Actor, now: datetime) -> models.Model:

@@ -6,13 +6,14 @@ from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
 
-from escalation.choices import OPEN_STATUSES, FailureStatus, FailureType, Resolution
+from escalation.choices import OPEN_STATUSES, FailureStatus, FailureType, Resolution, TriageVerdict
 from escalation.exceptions import FailureNotOpen, UnknownFailureType
 from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
 from escalation.models.failures import OPEN_Q, TimelineKind
 from escalation.services import routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig, routing_config
+from escalation.services.signatures import error_signature
 from portal.audit import Actor, audit_bulk, audit_record, row_state
 from portal.errors import InvalidState, RoleRequired
 from portal.models import AuditAction
@@ -70,6 +71,73 @@ def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, n
     return failure, opened
 
 
+def failures_report_many(
+    *, config: RoutingConfig, reported: list[Reported], actor: Actor, now: datetime
+) -> list[tuple[Failure, bool]]:
+    """failure_report for the many failing items of one upload (tests of a JUnit file, findings of a scan).
+
+    The same rules in a few statements instead of several per item: lock the open failures of these
+    fingerprints, insert the new ones with their timeline and audit entries, count the occurrences.
+    A concurrent upload that opens one of the same fingerprints first makes the insert fail at the
+    partial unique index; the batch then rolls back to its savepoint and goes item by item.
+    """
+    fingerprints = [
+        failure_fingerprint(
+            repository=item.repository.name,
+            branch=item.run.branch,
+            job=item.job_name,
+            failure_type=item.classification.failure_type,
+        )
+        for item in reported
+    ]
+    try:
+        with transaction.atomic():
+            return _report_many(config, reported, fingerprints, actor, now)
+    except IntegrityError:
+        return [failure_report(config=config, reported=r, actor=actor, now=now) for r in reported]
+
+
+def _report_many(
+    config: RoutingConfig, reported: list[Reported], fingerprints: list[str], actor: Actor, now: datetime
+) -> list[tuple[Failure, bool]]:
+    wanted = sorted(set(fingerprints))
+    failures = {f.fingerprint: f for f in Failure.objects.select_for_update().filter(OPEN_Q, fingerprint__in=wanted)}
+    people: dict[str, object] = {}
+
+    def person_of(author: str):
+        if author not in people:
+            people[author] = routing.person_for_author(author)
+        return people[author]
+
+    new: dict[str, tuple[Failure, tuple[str, dict]]] = {}
+    for item, fingerprint in zip(reported, fingerprints, strict=True):
+        if fingerprint not in failures and fingerprint not in new:
+            new[fingerprint] = _new_failure(config=config, fingerprint=fingerprint, reported=item, person_of=person_of)
+    Failure.objects.bulk_create([failure for failure, _ in new.values()])
+    _opened(list(new.values()), actor=actor, now=now)
+    failures.update({fingerprint: failure for fingerprint, (failure, _) in new.items()})
+    answer, seen, recurred = [], set(), {}
+    for item, fingerprint in zip(reported, fingerprints, strict=True):
+        failure = failures[fingerprint]
+        opened = fingerprint in new and fingerprint not in seen
+        seen.add(fingerprint)
+        if not opened:
+            failure.occurrence_count += 1
+            failure.last_seen_at = max(failure.last_seen_at, item.seen_at)
+            failure.latest_run = item.run
+            recurred[fingerprint] = failure
+        answer.append((failure, opened))
+    Failure.objects.bulk_update(list(recurred.values()), ["occurrence_count", "last_seen_at", "latest_run"])
+    FailureOccurrence.objects.bulk_create(
+        FailureOccurrence(failure=failures[fingerprint], event=item.event, seen_at=item.seen_at)
+        for item, fingerprint in zip(reported, fingerprints, strict=True)
+    )
+    for failure in failures.values():
+        if failure.owner_team_id in config.teams:
+            failure.owner_team = config.teams[failure.owner_team_id]
+    return answer
+
+
 # One statement counts the occurrence and returns what the receipt needs; the UPDATE takes the
 # row lock itself. Ingestion runs it for every failing event, so it skips the ORM's read-modify-write.
 _RECUR_SQL = (
@@ -88,6 +156,16 @@ def _recur(fingerprint: str, reported: Reported) -> Failure | None:
 
 
 def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime) -> Failure:
+    failure, note = _new_failure(config=config, fingerprint=fingerprint, reported=reported)
+    failure.save(force_insert=True)
+    _opened([(failure, note)], actor=actor, now=now)
+    return failure
+
+
+def _new_failure(
+    *, config: RoutingConfig, fingerprint: str, reported: Reported, person_of=routing.person_for_author
+) -> tuple[Failure, tuple[str, dict]]:
+    """The failure a report opens, not yet saved, with its 'opened' timeline message and data."""
     kind = reported.classification
     row = config.matrix[kind.failure_type]
     snapshot = routing.matrix_snapshot(row)
@@ -99,11 +177,12 @@ def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor:
         commit_author=run.commit_author,
         changed_files=run.changed_files,
         component=reported.job_name,
+        person_of=person_of,
     )
     protected = reported.repository.is_protected(run.branch)
     opened_at = reported.seen_at
     owner_team = config.teams.get(route.owner_team_id)
-    failure = Failure.objects.create(
+    failure = Failure(
         failure_type=kind.failure_type,
         fingerprint=fingerprint,
         repository=reported.repository,
@@ -121,20 +200,42 @@ def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor:
         triage_due_at=sla.triage_due_at(opened_at=opened_at) if protected else None,
         classified_by=kind.classified_by,
         classification_rule_id=kind.rule_id,
+        classification_rule_version=kind.rule_version,
         classification_text=kind.matched_text,
+        classification_event=reported.event,
+        tags=list(kind.tags),
+        signature=error_signature(reported.event.log_excerpt),
     )
     owner = owner_team.name if owner_team else "nobody"
     branch_note = "" if protected else "; unprotected branch: recorded, never escalated"
-    _timeline(
-        failure,
-        now,
-        TimelineKind.OPENED,
-        actor,
+    return failure, (
         f"Opened as {kind.failure_type} ({kind.classified_by}); owner {owner}{branch_note}",
-        {"classified_by": kind.classified_by, "evidence": kind.matched_text},
+        {
+            "classified_by": kind.classified_by,
+            "rule_version": kind.rule_version,
+            "evidence": kind.matched_text,
+            "tags": list(kind.tags),
+        },
     )
-    audit_record(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure))
-    return failure
+
+
+def _opened(opened: list[tuple[Failure, tuple[str, dict]]], *, actor: Actor, now: datetime) -> None:
+    """The 'opened' timeline entries and audit entries of saved new failures, in two inserts."""
+    TimelineEntry.objects.bulk_create(
+        TimelineEntry(
+            failure=failure,
+            at=now,
+            kind=TimelineKind.OPENED,
+            actor=actor.label,
+            source=actor.source,
+            message=message,
+            data=data,
+        )
+        for failure, (message, data) in opened
+    )
+    audit_bulk(
+        actor=actor, action=AuditAction.CREATE, changes=[(f, None, row_state(f)) for f, _ in opened], at=now
+    )
 
 
 def failures_recover(*, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime) -> list[int]:
@@ -174,7 +275,13 @@ def failures_resolve(
 ) -> int:
     require_permission(actor, "escalation.resolve_failure")
     with transaction.atomic():
-        failures = list(Failure.objects.select_for_update().filter(OPEN_Q, id__in=failure_ids).order_by("id"))
+        # A detected secret resolves only through its confirmed credential rotation (services/rotations.py).
+        failures = list(
+            Failure.objects.select_for_update(of=("self",))
+            .filter(OPEN_Q, id__in=failure_ids)
+            .exclude(credential_rotation__status="open")
+            .order_by("id")
+        )
         _resolve(failures, resolution=resolution, note=note, actor=actor, now=now)
     return len(failures)
 
@@ -196,46 +303,72 @@ def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, acto
 
 
 def failure_correct_type(*, failure_id: int, failure_type: str, actor: Actor, now: datetime) -> Failure:
-    """QA's correction: new type, new matrix snapshot and owner; the SLA still counts from the opening."""
+    """QA's correction: new type, new matrix snapshot and owner; the SLA still counts from the opening.
+
+    The correction counts against the rule that decided the old type (its precision), which stays
+    recorded on the failure; the failure leaves the triage queue.
+    """
     require_permission(actor, "escalation.correct_failure_type")
     if failure_type not in FailureType.values:
         raise UnknownFailureType(f"{failure_type!r} is not a failure type")
     config = routing_config()
     with transaction.atomic():
-        failure = Failure.objects.select_for_update().select_related("repository", "latest_run").get(pk=failure_id)
+        failure = (
+            Failure.objects.select_for_update(of=("self",))
+            .select_related("repository", "latest_run", "classification_rule")
+            .get(pk=failure_id)
+        )
         if not failure.is_open:
             raise FailureNotOpen(f"failure {failure_id} is resolved")
         fingerprint = failure_fingerprint(
             repository=failure.repository.name, branch=failure.branch, job=failure.job_name, failure_type=failure_type
         )
-        twin = Failure.objects.filter(OPEN_Q, fingerprint=fingerprint).exclude(pk=failure.pk).first()
+        twin = failure_open_twin(failure=failure, fingerprint=fingerprint)
         if twin is not None:
             raise InvalidState(f"failure {twin.pk} is already open as {failure_type} for this job; resolve one first")
         before, old_type = row_state(failure), failure.failure_type
-        snapshot = routing.matrix_snapshot(config.matrix[failure_type])
-        run = failure.latest_run
-        route = routing.failure_route(
-            config=config,
-            snapshot=snapshot,
-            repository=failure.repository,
-            commit_author=run.commit_author,
-            changed_files=run.changed_files,
-            component=failure.job_name,
-        )
-        failure.failure_type, failure.fingerprint, failure.matrix_snapshot = failure_type, fingerprint, snapshot
-        failure.owner_team_id, failure.secondary_team_id = route.owner_team_id, route.secondary_team_id
-        failure.assignee = route.assignee or failure.assignee
-        if failure.is_protected_branch:
-            team = config.teams.get(route.owner_team_id)
-            failure.sla_due_at = sla.sla_due_at(snapshot=snapshot, opened_at=failure.first_seen_at, team=team)
+        failure_retype(failure=failure, failure_type=failure_type, fingerprint=fingerprint, config=config)
         failure.classified_by = f"corrected by {actor.label}"
+        failure.triage_verdict, failure.triaged_at, failure.triaged_by = TriageVerdict.CORRECTED, now, actor.user
         failure.save()
+        rule = failure.classification_rule
         message = f"Type corrected from {old_type} to {failure_type}"
-        _timeline(failure, now, TimelineKind.TYPE_CORRECTED, actor, message, {"from": old_type, "to": failure_type})
+        if rule is not None:
+            message += f"; rule {rule.name!r} marked wrong"
+        data = {"from": old_type, "to": failure_type, "rule": rule.name if rule else None, "verdict": "corrected"}
+        _timeline(failure, now, TimelineKind.TYPE_CORRECTED, actor, message, data)
         audit_record(
             actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before, after=row_state(failure)
         )
     return failure
+
+
+def failure_open_twin(*, failure: Failure, fingerprint: str) -> Failure | None:
+    """Another open failure with this fingerprint: the failure cannot take it while that one is open."""
+    return Failure.objects.filter(OPEN_Q, fingerprint=fingerprint).exclude(pk=failure.pk).first()
+
+
+def failure_retype(*, failure: Failure, failure_type: str, fingerprint: str, config: RoutingConfig) -> None:
+    """Give an open failure a new type: the type's matrix snapshot, owners and SLA, counted from the opening.
+
+    Changes the row in memory only; the caller saves it, with the timeline and audit entries.
+    """
+    snapshot = routing.matrix_snapshot(config.matrix[failure_type])
+    run = failure.latest_run
+    route = routing.failure_route(
+        config=config,
+        snapshot=snapshot,
+        repository=failure.repository,
+        commit_author=run.commit_author,
+        changed_files=run.changed_files,
+        component=failure.job_name,
+    )
+    failure.failure_type, failure.fingerprint, failure.matrix_snapshot = failure_type, fingerprint, snapshot
+    failure.owner_team_id, failure.secondary_team_id = route.owner_team_id, route.secondary_team_id
+    failure.assignee = route.assignee or failure.assignee
+    if failure.is_protected_branch:
+        team = config.teams.get(route.owner_team_id)
+        failure.sla_due_at = sla.sla_due_at(snapshot=snapshot, opened_at=failure.first_seen_at, team=team)
 
 
 def _timeline(failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict | None = None) -> None:

@@ -4,7 +4,6 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from django.db import connection, transaction
 
 from escalation.choices import JobStatus
@@ -12,6 +11,7 @@ from escalation.models import CIEvent, CIJob, CIRun, Failure, IngestSource, Repo
 from escalation.services.classification import failure_classify
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import Reported, failure_report, failures_recover
+from escalation.services.log_text import log_excerpt_clip
 from portal.audit import Actor
 
 
@@ -89,7 +89,8 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
         status=data.status,
         step=data.step,
         type_hint=data.type,
-        log_excerpt=_tail(data.log_excerpt),
+        log_excerpt=log_excerpt_clip(data.log_excerpt),
+        event_fields=_event_fields(data),
         received_at=now,
     )
     if not _insert_event(event):
@@ -105,7 +106,8 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
         step=data.step,
         log_excerpt=event.log_excerpt,
         type_hint=data.type,
-        event_fields={"source": data.source, "runner": data.runner, **data.extra},
+        event_fields=event.event_fields,
+        changed_files=data.changed_files,
     )
     reported = Reported(repository, run, event, data.job, seen_at, classification)
     failure, _ = failure_report(config=config, reported=reported, actor=actor, now=now)
@@ -114,10 +116,13 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
 
 _INSERT_EVENT_SQL = (
     "INSERT INTO escalation_cievent"
-    " (source_id, idempotency_key, job_id, status, step, type_hint, log_excerpt, received_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " (source_id, idempotency_key, job_id, status, step, type_hint, log_excerpt, event_fields, received_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (source_id, idempotency_key) DO NOTHING RETURNING id"
 )
+
+
+_EVENT_FIELDS = CIEvent._meta.get_field("event_fields")
 
 
 def _insert_event(event: CIEvent) -> bool:
@@ -130,6 +135,7 @@ def _insert_event(event: CIEvent) -> bool:
         event.step,
         event.type_hint,
         event.log_excerpt,
+        _EVENT_FIELDS.get_db_prep_save(event.event_fields, connection),
         connection.ops.adapt_datetimefield_value(event.received_at),
     ]
     with connection.cursor() as cursor:
@@ -200,7 +206,6 @@ def _stored_key(key: str) -> str:
     return key if len(key) <= limit else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def _tail(text: str) -> str:
-    """Log excerpts over the limit keep their end, where the error is."""
-    limit = settings.PORTAL_LOG_EXCERPT_LIMIT
-    return text if len(text) <= limit else text[-limit:]
+def _event_fields(data: EventInput) -> dict:
+    """The fields event_field rules may match, kept with the event so that a rule change can re-run them."""
+    return {"source": data.source, "runner": data.runner, **data.extra}

@@ -1,5 +1,6 @@
 """Routing: from a matrix row's owners to teams and a person, for one repository and commit."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -42,10 +43,14 @@ def failure_route(
     commit_author: str,
     changed_files: list[str] | None,
     component: str,
+    person_of: Callable[[str], Person | None] = person_for_author,
 ) -> Routing:
-    """Turn the snapshot's primary and secondary owners into teams; a code author also becomes assignee."""
+    """Turn the snapshot's primary and secondary owners into teams; a code author also becomes assignee.
+
+    ``person_of`` finds the person of a commit author; callers routing many failures pass a memo of it.
+    """
     needs_person = {snapshot["primary_owner"], snapshot["secondary_owner"]} & PERSON_OWNERS
-    person = person_for_author(commit_author) if needs_person else None
+    person = person_of(commit_author) if needs_person else None
     paths = list(changed_files or []) + ([component] if component else [])
 
     def team_for(owner: str) -> int | None:

@@ -21,9 +21,23 @@ def _hash(token: str) -> str:
 
 
 def source_create(
-    *, name: str, actor: Actor, now: datetime, scopes: list[str] | None = None, kind: str = SourceKind.GENERIC
+    *,
+    name: str,
+    actor: Actor,
+    now: datetime,
+    scopes: list[str] | None = None,
+    kind: str = SourceKind.GENERIC,
+    webhook_secret: str = "",
 ) -> tuple[IngestSource, str]:
-    """Create a source and return it with its token, which is shown this once and stored only hashed."""
+    """Create a source and return it with its token, which is shown this once and stored only hashed.
+
+    A GitHub or GitLab source needs a webhook secret: GitHub signs deliveries with it, GitLab sends it
+    as X-Gitlab-Token. It is kept as given (verifying needs it) and never shown or audited.
+    """
+    if kind in (SourceKind.GITHUB, SourceKind.GITLAB) and not webhook_secret:
+        raise BadInput(f"a {kind} source needs --webhook-secret: the secret its webhooks are configured with")
+    if webhook_secret and (len(webhook_secret) < 16 or len(webhook_secret) > 255 or not webhook_secret.isprintable()):
+        raise BadInput("the webhook secret must be 16 to 255 printable characters")
     scopes = list(scopes) if scopes else list(Scope.values)
     unknown = sorted(set(scopes) - set(Scope.values))
     if unknown:
@@ -36,7 +50,12 @@ def source_create(
     token = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
         source = IngestSource.objects.create(
-            name=name, kind=kind, token_prefix=prefix, token_hash=_hash(token), scopes=scopes
+            name=name,
+            kind=kind,
+            token_prefix=prefix,
+            token_hash=_hash(token),
+            scopes=scopes,
+            webhook_secret=webhook_secret,
         )
         audit_record(actor=actor, action=AuditAction.CREATE, obj=source, at=now, after=row_state(source))
     return source, token

@@ -19,10 +19,21 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from escalation.choices import ChangeSource, FailureStatus, FailureType, Resolution, Role
+from escalation.choices import (
+    ChangeSource,
+    FailureStatus,
+    FailureType,
+    Resolution,
+    Role,
+    RuleChangeKind,
+    RuleChangeStatus,
+    TriageVerdict,
+)
 from escalation.models import ClassificationRule, Failure, IngestSource, MatrixRow, Team
 from escalation.services.failures import failure_correct_type, failures_acknowledge, failures_resolve
+from escalation.services.rule_changes import rule_change_apply, rule_change_submit
 from escalation.services.sources import source_create
+from escalation.services.triage import failures_confirm_type
 from portal.audit import Actor
 from portal.errors import RoleRequired
 from portal.roles import CAPABILITIES, Capability, role_permissions, role_table_markdown
@@ -31,6 +42,7 @@ from tests.factories import report_failure
 pytestmark = pytest.mark.django_db
 
 FAILURE_CHANGELIST = reverse("admin:escalation_failure_changelist")
+TRIAGE_QUEUE = reverse("admin:escalation_failureawaitingtriage_changelist")
 _run_ids = itertools.count(1)
 
 
@@ -68,9 +80,9 @@ def action_body(action: str, failure: Failure, **extra) -> dict:
     return {"action": action, "_selected_action": [failure.pk], "failure_type": "", "note": "", **extra}
 
 
-def offered_actions(client: Client) -> set[str]:
+def offered_actions(client: Client, changelist: str = FAILURE_CHANGELIST) -> set[str]:
     """The failure actions the changelist offers this user (none when it refuses the page)."""
-    response = client.get(FAILURE_CHANGELIST)
+    response = client.get(changelist)
     if response.status_code != 200 or response.context["action_form"] is None:
         return set()
     return {value for value, _ in response.context["action_form"].fields["action"].choices if value}
@@ -88,6 +100,9 @@ def probe_view(ctx: Ctx, allowed: bool) -> None:
         reverse("admin:escalation_classificationrule_changelist"),
         reverse("admin:escalation_team_changelist"),
         reverse("admin:portal_auditentry_changelist"),
+        reverse("admin:escalation_failureawaitingtriage_changelist"),
+        reverse("admin:escalation_rulechange_changelist"),
+        reverse("admin:escalation_classificationruleversion_changelist"),
     ]
     expected = 200 if allowed else 403
     assert {url: ctx.client.get(url).status_code for url in urls} == dict.fromkeys(urls, expected)
@@ -189,13 +204,54 @@ def probe_ingest_sources(ctx: Ctx, allowed: bool) -> None:
         assert source.is_active is False
 
 
+def probe_confirm_type(ctx: Ctx, allowed: bool) -> None:
+    failure = ctx.failure()
+    assert ("confirm_type" in offered_actions(ctx.client, TRIAGE_QUEUE)) is allowed
+    ctx.client.post(reverse("admin:triage_confirm", args=[failure.pk]))
+    failure.refresh_from_db()
+    if allowed:
+        assert (failure.triage_verdict, failure.triaged_by, failure.status) == (
+            TriageVerdict.CONFIRMED,
+            ctx.user,
+            FailureStatus.ACKNOWLEDGED,
+        )
+        return
+    assert (failure.triage_verdict, failure.status) == ("", FailureStatus.OPEN)
+    with pytest.raises(RoleRequired):
+        failures_confirm_type(failure_ids=[failure.pk], actor=ctx.actor(), now=timezone.now())
+    assert Failure.objects.get(pk=failure.pk).triage_verdict == ""
+
+
+def probe_apply_rule_change(ctx: Ctx, allowed: bool) -> None:
+    ctx.failure(type="", job="deploy", log_excerpt="write /var/lib/docker/tmp/x: no space left on device")
+    rule = ClassificationRule.objects.get(name="runner-disk-network")
+    change = rule_change_submit(kind=RuleChangeKind.UPDATE, rule=rule, proposed={"pattern": "(ENOSPC)"},
+                                actor=Actor.task("test"), now=timezone.now())  # fmt: skip
+    assert change.status == RuleChangeStatus.PREVIEWED
+    page = ctx.client.get(reverse("admin:escalation_rulechange_change", args=[change.pk]))
+    ctx.client.post(reverse("admin:rulechange_apply", args=[change.pk]))
+    change.refresh_from_db()
+    rule.refresh_from_db()
+    if allowed:
+        assert "Apply: save the rule" in page.content.decode()
+        assert (change.status, rule.version, rule.pattern) == (RuleChangeStatus.APPLIED, 2, "(ENOSPC)")
+        return
+    assert "Apply: save the rule" not in page.content.decode()
+    assert (change.status, rule.version) == (RuleChangeStatus.PREVIEWED, 1)
+    with pytest.raises(RoleRequired):
+        rule_change_apply(change_id=change.pk, actor=ctx.actor(), now=timezone.now())
+    assert ClassificationRule.objects.get(pk=rule.pk).version == 1
+
+
 PROBES: dict[str, Callable[[Ctx, bool], None]] = {
     "View failures, timelines, the matrix, rules, teams and the audit log": probe_view,
     "Acknowledge failures": probe_acknowledge,
     "Resolve failures": probe_resolve,
     "Correct a failure's type": probe_correct_type,
+    "Confirm a failure's type in triage": probe_confirm_type,
     "Edit the escalation matrix": probe_matrix,
     "Edit classification rules": probe_rules,
+    "Apply a previewed classification rule change": probe_apply_rule_change,
     "Edit teams, people, ownership rules and branch policy": probe_teams,
     "Manage ingest sources and their tokens": probe_ingest_sources,
 }
