@@ -34,8 +34,28 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 RATE_GOAL = 5000
 PREVIEW_GOAL_S = 10.0
 CORPUS = BASE_DIR / "tests" / "data" / "classification" / "log_lines.yaml"
-WORDS = ["cart", "billing", "ledger", "invoice", "search", "catalog", "payments", "shipping", "orders", "profile",
-         "inventory", "pricing", "reports", "gateway", "session", "notify", "media", "export", "import", "audit"]  # fmt: skip
+WORDS = [
+    "cart",
+    "billing",
+    "ledger",
+    "invoice",
+    "search",
+    "catalog",
+    "payments",
+    "shipping",
+    "orders",
+    "profile",
+    "inventory",
+    "pricing",
+    "reports",
+    "gateway",
+    "session",
+    "notify",
+    "media",
+    "export",
+    "import",
+    "audit",
+]
 
 
 def noise_line(rnd: random.Random) -> str:
@@ -50,14 +70,15 @@ def noise_line(rnd: random.Random) -> str:
             f"ok  \tgithub.com/acme/{word}/internal/{word}{n % 30}\t0.{n % 999:03d}s",
             f"#{n % 40} [builder {n % 9}/9] RUN pip install --no-cache-dir -r requirements.txt",
             f"[INFO] --- maven-surefire-plugin:3.2.5:test (default-test) @ {word} ---",
-            f"[INFO] Tests run: {n % 50}, Failures: 0, Errors: 0, Skipped: 0, Time elapsed: 0.{n % 999} s - in com.acme.{word}",
+            f"[INFO] Tests run: {n % 50}, Failures: 0, Errors: 0, Skipped: 0, Time elapsed: 0.{n % 999} s"
+            f" - in com.acme.{word}",
             f"  ✓ {word} › renders the {word} page ({n % 900}ms)",
             f"webpack 5.{n % 90}.0 compiled successfully in {n % 9000} ms",
             f"{stamp}Z   Compiling {word} v0.{n % 20}.{n % 9} (/home/runner/work/{word}/{word})",
             f"Step {n % 30}/40 : COPY --from=builder /app/{word} /srv/{word}",
             f"[{stamp}] INFO  {word}.worker: processed batch {n} in {n % 500} ms",
         ]
-    )  # fmt: skip
+    )
 
 
 def build_excerpts(rnd: random.Random, count: int, lines: list[str], min_kib: int, max_kib: int) -> list[str]:
@@ -98,7 +119,8 @@ def generated_specs(rnd: random.Random, count: int, first_id: int):
         elif kind == 2:
             stage, field, pattern = RuleStage.LOG, RuleField.LOG, rf"E{n:04d}: {word} handler (crashed|panicked)"
         elif kind == 1:
-            stage, field, pattern = RuleStage.LOG, RuleField.LOG, rf"{word}-service returned (5\d\d|timeout) for {other}"
+            stage, field = RuleStage.LOG, RuleField.LOG
+            pattern = rf"{word}-service returned (5\d\d|timeout) for {other}"
         else:
             stage, field, pattern = RuleStage.LOG, RuleField.LOG, rf"\[{word}:{other}\] fatal: .*code {n}\b"
         failure_type = rnd.choice(types)
@@ -131,17 +153,24 @@ def measure_throughput(args, specs, excerpts) -> float:
     for job, log in zip(jobs[:200], excerpts[:200], strict=True):  # warm the DFA caches
         failure_classify(rules=engine, job=job, log_excerpt=log)
     cpu, wall = time.process_time(), time.perf_counter()
-    results = [failure_classify(rules=engine, job=job, log_excerpt=log) for job, log in zip(jobs, excerpts, strict=True)]
+    pairs = list(zip(jobs, excerpts, strict=True))
+    results = [failure_classify(rules=engine, job=job, log_excerpt=log) for job, log in pairs]
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     total_mb = sum(len(log.encode()) for log in excerpts) / 1e6
     rate = len(excerpts) / wall
     matched = sum(1 for r in results if not r.is_fallback)
-    print(f"rules: {len(engine)} ({len(specs) - args.generated} defaults + {args.generated} generated), "
-          f"compiled into RE2 sets in {compile_s * 1000:.0f} ms")
-    print(f"excerpts: {len(excerpts)} of {args.min_kib}-{args.max_kib} KiB, {total_mb:.0f} MB; "
-          f"{matched} decided by a rule, {len(excerpts) - matched} fallback")
-    print(f"RE2 sets, one core: {rate:,.0f} excerpts/s ({total_mb / wall:,.0f} MB/s), {wall:.2f} s wall, "
-          f"{cpu:.2f} s CPU   [goal >= {RATE_GOAL:,}/s: {'met' if rate >= RATE_GOAL else 'MISSED'}]")
+    print(
+        f"rules: {len(engine)} ({len(specs) - args.generated} defaults + {args.generated} generated), "
+        f"compiled into RE2 sets in {compile_s * 1000:.0f} ms"
+    )
+    print(
+        f"excerpts: {len(excerpts)} of {args.min_kib}-{args.max_kib} KiB, {total_mb:.0f} MB; "
+        f"{matched} decided by a rule, {len(excerpts) - matched} fallback"
+    )
+    print(
+        f"RE2 sets, one core: {rate:,.0f} excerpts/s ({total_mb / wall:,.0f} MB/s), {wall:.2f} s wall, "
+        f"{cpu:.2f} s CPU   [goal >= {RATE_GOAL:,}/s: {'met' if rate >= RATE_GOAL else 'MISSED'}]"
+    )
 
     sample = list(zip(jobs, excerpts, strict=True))[: args.baseline_sample]
     loop = python_re_loop(engine.rules)
@@ -149,8 +178,10 @@ def measure_throughput(args, specs, excerpts) -> float:
     loop_types = [loop(job, log) for job, log in sample]
     loop_s = time.perf_counter() - started
     same = sum(1 for t, r in zip(loop_types, results, strict=False) if t == r.failure_type)
-    print(f"Python re, a loop over the same rules: {len(sample) / loop_s:,.0f} excerpts/s "
-          f"(on {len(sample)} excerpts); same type as RE2 for {same} of {len(sample)}")
+    print(
+        f"Python re, a loop over the same rules: {len(sample) / loop_s:,.0f} excerpts/s "
+        f"(on {len(sample)} excerpts); same type as RE2 for {same} of {len(sample)}"
+    )
     return rate
 
 
@@ -172,9 +203,17 @@ def store_failures(args, specs, corpus_lines) -> None:
     from portal.audit import Actor
 
     ClassificationRule.objects.bulk_create(
-        ClassificationRule(name=s.name, stage=s.stage, position=s.position, field=s.field, pattern=s.pattern,
-                           failure_type=s.failure_type) for s in specs if s.name.startswith("generated-")
-    )  # fmt: skip
+        ClassificationRule(
+            name=s.name,
+            stage=s.stage,
+            position=s.position,
+            field=s.field,
+            pattern=s.pattern,
+            failure_type=s.failure_type,
+        )
+        for s in specs
+        if s.name.startswith("generated-")
+    )
     engine = rules_engine()
     source, _ = source_create(name="bench", actor=Actor.command("bench"), now=timezone.now())
     repositories = [Repository.objects.create(name=f"acme/{word}") for word in WORDS]
@@ -188,37 +227,66 @@ def store_failures(args, specs, corpus_lines) -> None:
     for offset in range(0, args.failures, batch):
         numbers = range(offset, min(offset + batch, args.failures))
         runs = CIRun.objects.bulk_create(
-            CIRun(source=source, ci_system="bench", repository=repositories[n % len(repositories)], run_id=str(n),
-                  branch="main", commit_sha="9f1c2e7") for n in numbers
-        )  # fmt: skip
+            CIRun(
+                source=source,
+                ci_system="bench",
+                repository=repositories[n % len(repositories)],
+                run_id=str(n),
+                branch="main",
+                commit_sha="9f1c2e7",
+            )
+            for n in numbers
+        )
         jobs = CIJob.objects.bulk_create(
             CIJob(run=run, name=f"job-{n}", status=JobStatus.FAILURE) for n, run in zip(numbers, runs, strict=True)
         )
         events = CIEvent.objects.bulk_create(
-            CIEvent(source=source, idempotency_key=f"bench-{n}", job=job, status=JobStatus.FAILURE,
-                    log_excerpt=f"{pool[n % len(pool)]}\nfailure {n} of the benchmark", event_fields={"source": "bench"},
-                    received_at=now)
+            CIEvent(
+                source=source,
+                idempotency_key=f"bench-{n}",
+                job=job,
+                status=JobStatus.FAILURE,
+                log_excerpt=f"{pool[n % len(pool)]}\nfailure {n} of the benchmark",
+                event_fields={"source": "bench"},
+                received_at=now,
+            )
             for n, job in zip(numbers, jobs, strict=True)
-        )  # fmt: skip
+        )
         failures = []
         for n, run, job, event in zip(numbers, runs, jobs, events, strict=True):
             kind = kinds[n % len(pool)]
             seen = now - timedelta(minutes=rnd.randint(1, 29 * 24 * 60))
             failures.append(
-                Failure(failure_type=kind.failure_type, fingerprint=f"bench-{n}", repository=run.repository,
-                        branch="main", job_name=job.name, is_protected_branch=True, status="resolved" if n % 5 else "open",
-                        first_seen_at=seen, last_seen_at=seen, latest_run=run, matrix_snapshot={},
-                        classified_by=kind.classified_by, classification_rule_id=kind.rule_id,
-                        classification_rule_version=kind.rule_version, classification_text=kind.matched_text,
-                        classification_event=event, tags=list(kind.tags), signature=signatures[n % len(pool)])
-            )  # fmt: skip
+                Failure(
+                    failure_type=kind.failure_type,
+                    fingerprint=f"bench-{n}",
+                    repository=run.repository,
+                    branch="main",
+                    job_name=job.name,
+                    is_protected_branch=True,
+                    status="resolved" if n % 5 else "open",
+                    first_seen_at=seen,
+                    last_seen_at=seen,
+                    latest_run=run,
+                    matrix_snapshot={},
+                    classified_by=kind.classified_by,
+                    classification_rule_id=kind.rule_id,
+                    classification_rule_version=kind.rule_version,
+                    classification_text=kind.matched_text,
+                    classification_event=event,
+                    tags=list(kind.tags),
+                    signature=signatures[n % len(pool)],
+                )
+            )
         Failure.objects.bulk_create(failures)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
         cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('escalation_cievent'))")
         size = cursor.fetchone()[0]
-    print(f"stored {args.failures:,} failures with {args.stored_min_kib}-{args.stored_max_kib} KiB excerpts "
-          f"in {time.perf_counter() - started:.0f} s (events table {size})")
+    print(
+        f"stored {args.failures:,} failures with {args.stored_min_kib}-{args.stored_max_kib} KiB excerpts "
+        f"in {time.perf_counter() - started:.0f} s (events table {size})"
+    )
 
 
 def measure_previews(args) -> float:
@@ -233,15 +301,36 @@ def measure_previews(args) -> float:
     unit = ClassificationRule.objects.get(name="job-unit-test")
     auth = ClassificationRule.objects.get(name="auth-token-errors")
     cases = [
-        ("edit a job-name rule (job-unit-test)", RuleChangeKind.UPDATE, unit,
-         {**rule_state(unit), "pattern": unit.pattern.replace("vitest|", "vitest|mocha|")}),
-        ("edit a log rule (auth-token-errors)", RuleChangeKind.UPDATE, auth,
-         {**rule_state(auth), "pattern": auth.pattern.replace("ExpiredSignatureError|", "")}),
-        ("new rule, infrastructure stage (every log read)", RuleChangeKind.CREATE, None,
-         {"name": "bench-unhealthy", "stage": 10, "position": 105, "field": "log", "event_field": "",
-          "pattern": r"(Killed process \d+|container \S+ is unhealthy)", "failure_type": "ci_runner", "tags": [],
-          "is_enabled": True, "description": ""}),
-    ]  # fmt: skip
+        (
+            "edit a job-name rule (job-unit-test)",
+            RuleChangeKind.UPDATE,
+            unit,
+            {**rule_state(unit), "pattern": unit.pattern.replace("vitest|", "vitest|mocha|")},
+        ),
+        (
+            "edit a log rule (auth-token-errors)",
+            RuleChangeKind.UPDATE,
+            auth,
+            {**rule_state(auth), "pattern": auth.pattern.replace("ExpiredSignatureError|", "")},
+        ),
+        (
+            "new rule, infrastructure stage (every log read)",
+            RuleChangeKind.CREATE,
+            None,
+            {
+                "name": "bench-unhealthy",
+                "stage": 10,
+                "position": 105,
+                "field": "log",
+                "event_field": "",
+                "pattern": r"(Killed process \d+|container \S+ is unhealthy)",
+                "failure_type": "ci_runner",
+                "tags": [],
+                "is_enabled": True,
+                "description": "",
+            },
+        ),
+    ]
     slowest = 0.0
     for label, kind, rule, proposed in cases:
         change = rule_change_propose(kind=kind, rule=rule, proposed=proposed, actor=actor, now=timezone.now())
@@ -250,9 +339,11 @@ def measure_previews(args) -> float:
         elapsed = time.perf_counter() - started
         slowest = max(slowest, elapsed)
         assert change.status == "previewed", change.error
-        print(f"preview, {label}: {elapsed:.2f} s for {change.progress_total:,} candidates of {args.failures:,} "
-              f"failures, {change.affected_count:,} would change   "
-              f"[goal < {PREVIEW_GOAL_S:.0f} s: {'met' if elapsed < PREVIEW_GOAL_S else 'MISSED'}]")
+        print(
+            f"preview, {label}: {elapsed:.2f} s for {change.progress_total:,} candidates of {args.failures:,} "
+            f"failures, {change.affected_count:,} would change   "
+            f"[goal < {PREVIEW_GOAL_S:.0f} s: {'met' if elapsed < PREVIEW_GOAL_S else 'MISSED'}]"
+        )
     return slowest
 
 

@@ -115,7 +115,8 @@ def rule_state(rule: ClassificationRule) -> dict:
 
 def rule_validate(*, proposed: dict, rule: ClassificationRule | None) -> dict:
     """The proposed rule, complete and checked; InvalidRule names the field (``field``) and why."""
-    data = {**(rule_state(rule) if rule else {}), **{k: v for k, v in proposed.items() if k in RULE_FIELDS}}
+    base = rule_state(rule if rule is not None else ClassificationRule())  # a new rule starts from the defaults
+    data = {**base, **{k: v for k, v in proposed.items() if k in RULE_FIELDS}}
     data["tags"] = _tags(data.get("tags"))
     candidate = ClassificationRule(pk=rule.pk if rule else None, **data)
     candidate._state.adding = rule is None  # an edit: its own id and name are not taken by another rule

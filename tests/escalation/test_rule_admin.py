@@ -171,3 +171,16 @@ def test_the_rule_list_shows_stage_version_and_triage_record(qa_analyst):
     page = response.content.decode()
     for header in ("Stage", "Version", "Matches", "Confirmed", "Corrected", "Precision"):
         assert f">{header}<" in page
+
+
+def test_the_rule_page_shows_its_versions(disk_failure, qa_analyst):
+    rule = ClassificationRule.objects.get(name="runner-disk-network")
+    client = logged_in(qa_analyst)
+    client.post(change_url(rule), form_data(client, rule, pattern="(ENOSPC)"))
+    client.post(reverse("admin:rulechange_apply", args=[RuleChange.objects.get().pk]))
+
+    page = client.get(change_url(rule)).content.decode()
+
+    assert "<td>v2</td><td>update</td>" in page and "<td>v1</td><td>create</td>" in page
+    assert "<code>(ENOSPC)</code>" in page
+    assert "1 failures decided" not in page and "0 failures decided" in page

@@ -342,3 +342,18 @@ def test_the_task_entry_points_call_the_services(recent, qa, settings):
     rule_change_apply(change_id=change.pk, actor=qa, now=timezone.now())
     assert tasks.rule_change_apply(change.pk) == f"rule change #{change.pk}: applied, 3 of 3 failures"
     assert Failure.objects.get(pk=recent["by_a_later_rule"].pk).failure_type == FailureType.TEST_ENVIRONMENT
+
+
+def test_a_new_rule_on_an_event_field_or_the_changed_files_previews_the_stored_event(api, qa):
+    arm = report(api, job="deploy", log_excerpt="exit 1", runner="arm64-large")
+    auth = report(api, job="deploy-2", log_excerpt="exit 1", changed_files=["README.md", "src/auth/jwt.py"])
+    report(api, job="deploy-3", log_excerpt="exit 1", runner="x86-large", changed_files=["docs/index.md"])
+
+    runner = create(qa, name="arm-runners", stage=30, field="event_field", event_field="runner", pattern="^arm64-",
+                    failure_type=FailureType.CI_RUNNER, tags=[])  # fmt: skip
+    files = create(qa, name="auth-paths", stage=30, field="changed_files", pattern=r"(^|/)auth/",
+                   failure_type=FailureType.AUTH_CHANGE, tags=[])  # fmt: skip
+
+    assert effects(runner) == {arm.pk: (FailureType.BUILD_ERROR, FailureType.CI_RUNNER, "arm-runners")}
+    assert effects(files) == {auth.pk: (FailureType.BUILD_ERROR, FailureType.AUTH_CHANGE, "auth-paths")}
+    assert files.effects.get().to_evidence == "src/auth/jwt.py"

@@ -7,11 +7,12 @@ import pytest
 
 from escalation.choices import FailureType, RuleField, RuleStage
 from escalation.exceptions import InvalidRule
-from escalation.models import ClassificationRule
+from escalation.models import ClassificationRule, Failure
 from escalation.services.classification import FALLBACK, TYPE_HINT, failure_classify
 from escalation.services.config import routing_config
 from escalation.services.rule_changes import rule_validate
 from escalation.services.rule_engine import RuleEngine, RuleSpec, pattern_check, worst_case_samples
+from tests.factories import event_body
 
 pytestmark = pytest.mark.django_db
 
@@ -192,3 +193,24 @@ def test_an_inconsistent_rule_is_refused_naming_the_field(changes, field, messag
         rule_validate(proposed=changes, rule=rule)
     assert refused.value.extra["field"] == field
     assert message in refused.value.detail
+
+
+def test_an_ingested_failure_keeps_the_deciding_rule_its_version_the_line_its_tags_and_its_event(api):
+    log = "Pulling postgres:16\nError response from daemon: toomanyrequests: You have reached your pull rate limit."
+    response = api.post(
+        "/api/v1/events/", event_body(job="integration-tests", log_excerpt=log), content_type="application/json"
+    )
+
+    failure = Failure.objects.get(pk=response.json()["id"])
+    assert (failure.failure_type, failure.classified_by, failure.tags) == ("ci_runner", "runner-rate-limit",
+                                                                         ["rate_limited"])  # fmt: skip
+    assert (failure.classification_rule.name, failure.classification_rule_version) == ("runner-rate-limit", 1)
+    assert failure.classification_text == log.splitlines()[1]
+    assert failure.classification_event.log_excerpt == log
+    assert failure.signature == "error response from daemon: toomanyrequests: you have reached your pull rate limit."
+    opened = failure.timeline.get()
+    assert (opened.data["classified_by"], opened.data["rule_version"], opened.data["tags"]) == (
+        "runner-rate-limit",
+        1,
+        ["rate_limited"],
+    )
