@@ -144,6 +144,7 @@ class TimelineKind(models.TextChoices):
     TYPE_CORRECTED = "type_corrected", "Type corrected"
     TYPE_CONFIRMED = "type_confirmed", "Type confirmed"
     RECLASSIFIED = "reclassified", "Reclassified by a rule change"
+    REPLACED_BY_JOB = "replaced_by_job", "Run-level failure replaced by its job's"
 
 
 class TimelineEntry(models.Model):

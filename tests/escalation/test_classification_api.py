@@ -65,6 +65,7 @@ def test_the_rules_filter_by_type_and_stage_and_refuse_an_unknown_value(api):
     assert {r["name"] for r in api.get(RULES, {"type": "auth_change"}).json()["results"]} == {
         "auth-token-errors",
         "job-auth",
+        "test-auth",
     }
     assert api.get(RULES, {"stage": "first"}).status_code == 400
 

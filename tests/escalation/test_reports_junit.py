@@ -10,7 +10,7 @@ from django.utils import timezone
 from escalation.choices import FailureStatus, FailureType, Resolution, Scope
 from escalation.models import CIEvent, Failure, FlakyObservation, Report, RunFlag, TestResult
 from escalation.services.failures import failure_fingerprint
-from escalation.services.reports.upload import item_label
+from escalation.services.reports.upload import FAILING_TEST, item_label
 from escalation.services.sources import source_create
 from portal.audit import Actor
 from tests.escalation.ingest_support import TARGET, error, fixture, fixtures_of, ok, row_counts, upload
@@ -258,3 +258,92 @@ def test_without_a_token_the_upload_answers_401_and_with_a_read_token_403():
     reader = Client(headers={"authorization": f"Bearer {read_token}"})
     error(upload(reader, "junit", fixture(CAT, PYTEST)), 403, "permission_denied", "ingest")
     assert row_counts() == counts
+
+
+def failing_suite(*cases: tuple[str, str, str]) -> bytes:
+    """A Surefire-shaped report whose test cases (classname, name, file) all fail."""
+    rows = "".join(
+        f'<testcase classname="{classname}" name="{name}" file="{file}" time="0.1">'
+        f'<failure message="expected 3 but was 4">expected 3 but was 4</failure></testcase>'
+        for classname, name, file in cases
+    )
+    return f'<testsuite name="crafted" tests="{len(cases)}" failures="{len(cases)}">{rows}</testsuite>'.encode()
+
+
+def types_by_test() -> dict[str, str]:
+    return {
+        event.event_fields["test"]: event.occurrence.failure.failure_type
+        for event in CIEvent.objects.select_related("occurrence__failure").exclude(event_fields={})
+    }
+
+
+REAL_FILE_TYPES = [
+    # PHPUnit's own end-to-end tests live in tests/end-to-end/: the file names them integration tests.
+    ("dorny-test-reporter__phpunit.xml", {FailureType.INTEGRATION_TEST}),
+    (PYTEST, {FailureType.UNIT_TEST}),  # test/test_spark.py::SparkTests::test_rsh_events
+    (SUREFIRE, {FailureType.UNIT_TEST}),  # EmailAddressTest: not *IT, no keyword
+    (GO, {FailureType.UNIT_TEST}),  # package/fail TestOne
+    (DOTNET, {FailureType.UNIT_TEST}),  # JUnit.Xml.TestLogger...UnitTest1.FailTest11 and the like
+    ("onozaty-junit-xml2csv__gradle-TestCase1.xml", {FailureType.UNIT_TEST}),
+    ("dorny-test-reporter__jest-junit.xml", {FailureType.UNIT_TEST}),
+]
+
+
+@pytest.mark.parametrize(("name", "types"), REAL_FILE_TYPES, ids=[row[0] for row in REAL_FILE_TYPES])
+def test_the_test_identity_rules_type_the_failing_tests_of_the_real_files(api, name, types):
+    ok(upload(api, "junit", fixture(CAT, name)))
+    assert set(types_by_test().values()) == types
+    assert set(Failure.objects.values_list("failure_type", flat=True)) == types
+
+
+@pytest.mark.parametrize(
+    ("case", "failure_type", "rule"),
+    [
+        (("com.acme.shop.OrderServiceIT", "placesOrder", ""), FailureType.INTEGRATION_TEST, "test-failsafe-it"),
+        (("com.acme.shop.CheckoutITCase", "paysByCard", ""), FailureType.INTEGRATION_TEST, "test-failsafe-it"),
+        (("tests.integration.test_api", "test_create_order", "tests/integration/test_api.py"),
+         FailureType.INTEGRATION_TEST, "test-integration"),
+        (("checkout", "pays by card", "e2e/checkout.spec.ts"), FailureType.INTEGRATION_TEST, "test-integration"),
+        (("cart", "adds an item", "cypress/e2e/cart.cy.ts"), FailureType.INTEGRATION_TEST, "test-integration"),
+        (("com.acme.shop.UserRepositoryTest", "findsByEmail", ""), FailureType.DATABASE_TEST, "test-database"),
+        (("com.acme.shop.OrderDaoTest", "savesOrder", ""), FailureType.DATABASE_TEST, "test-database"),
+        (("tests.db.test_models", "test_unique_sku", "tests/db/test_models.py"),
+         FailureType.DATABASE_TEST, "test-database"),
+        (("tests.test_tenancy", "test_rls_hides_other_tenants", ""), FailureType.DATABASE_TEST, "test-database"),
+        (("com.acme.shop.UserDbTest", "migrates", ""), FailureType.DATABASE_TEST, "test-database"),
+        (("tests.test_auth", "test_expired_jwt_is_refused", ""), FailureType.AUTH_CHANGE, "test-auth"),
+        (("com.acme.shop.OAuthCallbackTest", "exchangesCode", ""), FailureType.AUTH_CHANGE, "test-auth"),
+        (("tests.test_views", "test_session_expires_after_logout", ""), FailureType.AUTH_CHANGE, "test-auth"),
+        (("github.com/acme/shop/cart", "BenchmarkTotal", ""), FailureType.PERFORMANCE_REGRESSION, "test-performance"),
+        (("tests.test_perf", "test_search_latency", ""), FailureType.PERFORMANCE_REGRESSION, "test-performance"),
+        # no convention: the job "unit-tests" decides; words that merely contain a keyword do not count
+        (("tests.test_cart", "test_total", "tests/test_cart.py"), FailureType.UNIT_TEST, "job-unit-test"),
+        (("tests.test_feedback", "test_submit_form", ""), FailureType.UNIT_TEST, "job-unit-test"),
+        (("com.acme.shop.AuthorTest", "printsName", ""), FailureType.UNIT_TEST, "job-unit-test"),
+    ],
+    ids=lambda value: value[1] if isinstance(value, tuple) else None,
+)  # fmt: skip
+def test_the_test_identity_rules_type_a_failing_test_by_its_suite_class_file_and_name(api, case, failure_type, rule):
+    ok(upload(api, "junit", failing_suite(case)))
+    failure = Failure.objects.get()
+    assert (failure.failure_type, failure.classified_by) == (failure_type, rule)
+    event = failure.occurrences.get().event
+    assert (event.event_fields["class"], event.event_fields["name"]) == case[:2]  # kept for rule changes
+
+
+def test_the_test_identity_rules_are_data_in_the_name_stage_before_the_job_rules():
+    from escalation.choices import RuleStage
+    from escalation.models import ClassificationRule
+
+    rules = ClassificationRule.objects.filter(name__startswith="test-", field="event_field")
+    assert {r.name for r in rules} >= {"test-performance", "test-database", "test-auth", "test-integration",
+                                       "test-failsafe-it"}  # fmt: skip
+    job_rules = ClassificationRule.objects.filter(stage=RuleStage.NAME, field="job")
+    assert all(r.stage == RuleStage.NAME for r in rules)
+    assert max(r.position for r in rules) < min(r.position for r in job_rules)
+
+
+def test_a_failing_test_no_rule_types_is_a_unit_test(api):
+    ok(upload(api, "junit", failing_suite(("tests.test_cart", "test_total", "tests/test_cart.py")), job="ci"))
+    failure = Failure.objects.get()
+    assert (failure.failure_type, failure.classified_by) == (FailureType.UNIT_TEST, FAILING_TEST)

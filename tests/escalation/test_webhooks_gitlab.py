@@ -5,7 +5,7 @@ import copy
 import pytest
 from django.test import Client
 
-from escalation.choices import FailureStatus, JobStatus, Resolution
+from escalation.choices import FailureStatus, JobStatus
 from escalation.models import CIEvent, CIJob, CIRun, Failure, Repository, WebhookDelivery
 from tests.escalation.ingest_support import error, fixture, fixture_json, gitlab_post, ok, row_counts
 
@@ -113,11 +113,15 @@ def test_a_failed_pipeline_with_no_failed_job_opens_a_run_level_failure_its_job_
     assert body["run_level"]["failure"] == run_level.pk
 
     job = fixture_json(CAT, JOB_GO)
-    job.update(build_status="failed", pipeline_id=payload["object_attributes"]["id"])
-    ok(gitlab_post(client, "gl", job), 200)
-    run_level.refresh_from_db()
-    assert run_level.resolution == Resolution.SUPERSEDED
-    assert Failure.objects.get(status=FailureStatus.OPEN).job_name == job["build_name"]
+    attrs = payload["object_attributes"]
+    job.update(build_status="failed", pipeline_id=attrs["id"], ref=attrs["ref"], sha=attrs["sha"])  # its pipeline's
+    answer = ok(gitlab_post(client, "gl", job), 200)
+    assert Failure.objects.count() == 1
+    failure = Failure.objects.get()
+    assert (failure.pk, failure.status, failure.job_name) == (run_level.pk, FailureStatus.OPEN, job["build_name"])
+    assert failure.first_seen_at == run_level.first_seen_at
+    assert answer["jobs"][0]["replaced_run_level"] == run_level.pk
+    assert failure.timeline.filter(message__startswith=f"Replaced by job {job['build_name']}").exists()
 
 
 def test_a_failed_pipeline_whose_failed_jobs_are_known_opens_no_run_level_failure(client, gitlab_source):

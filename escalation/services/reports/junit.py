@@ -34,7 +34,6 @@ from escalation.services.reports.upload import (
 
 _MESSAGE_LIMIT = 4000
 _FIELD_LIMIT = 500
-_PRUNE_EVERY = 256  # ended children of a suite dropped from the tree in batches: memory stays flat
 _CONTAINERS = frozenset({"testsuite", "testsuites"})
 _FAILING = (TestOutcome.FAILED, TestOutcome.ERROR)
 
@@ -65,7 +64,7 @@ def junit_cases(file: IO[bytes]) -> Iterator[TestCase]:
     Raises MalformedReport for broken XML, UnsafeXml for entity declarations or external
     entities, WrongReportFormat for another root element.
     """
-    stack: list[list] = []  # open elements with the number of their children that ended
+    stack: list = []  # the open elements, the root first
     suites: list[str] = []
     try:
         for event, elem in iterparse(file, events=("start", "end")):
@@ -75,20 +74,22 @@ def junit_cases(file: IO[bytes]) -> Iterator[TestCase]:
                     raise WrongReportFormat(f"the root element must be <testsuites> or <testsuite>, not <{tag}>")
                 if tag == "testsuite":
                     suites.append(clean(elem.get("name"), _FIELD_LIMIT))
-                stack.append([elem, 0])
+                stack.append(elem)
                 continue
             stack.pop()
             if tag == "testcase":
                 yield _case(elem, suites[-1] if suites else "")
-                elem.clear()
             elif tag == "testsuite":
                 suites.pop()
-            if stack and _local(stack[-1][0].tag) in _CONTAINERS:
+            if stack and _local(stack[-1].tag) in _CONTAINERS:
+                # A suite's child that ended is read: drop it now, so that memory stays flat however
+                # long the document. Its earlier siblings went the same way, so it is the first child.
+                elem.clear()
                 parent = stack[-1]
-                parent[1] += 1
-                if parent[1] >= _PRUNE_EVERY:  # the ended children are the first ones: drop them
-                    del parent[0][: parent[1]]
-                    parent[1] = 0
+                if parent[0] is elem:
+                    del parent[0]
+                else:
+                    parent.remove(elem)
     except DefusedXmlException as exc:
         raise UnsafeXml(f"the XML declares entities or references external ones, which are refused: {exc}") from None
     except ParseError as exc:
@@ -151,12 +152,14 @@ def junit_store(upload: Upload, body: Body) -> dict:
             OPEN_Q, repository=upload.repository, branch=upload.run.branch, job_name__startswith=prefix
         ).values_list("job_name", flat=True)
     )
+    # A passed test is looked up by its name first: building every passed test's label costs more.
+    open_names = _label_names(open_labels)
     earlier = _earlier_reports(upload)
     failed_before = dict(
         TestResult.objects.filter(report__in=earlier, outcome__in=_FAILING).values_list("test_key", "report__run_id")
     )
     counts = dict.fromkeys(TestOutcome.values, 0)
-    failing: list[FailingItem] = []
+    failing: list[tuple[int, str, TestCase, str]] = []  # compact until reported: (index, label, case, key)
     to_recover: list[str] = []
     flaky: dict[str, tuple[str, int | None]] = {}  # test key -> (label, id of the failing run)
     with _ResultWriter(upload.report) as writer:
@@ -167,13 +170,17 @@ def junit_store(upload: Upload, body: Body) -> dict:
             key = case.key
             writer.add(case, key)
             if outcome == TestOutcome.PASSED:  # most cases: only what a passed test is compared with
-                if open_labels and (label := _test_label(job, case)) in open_labels:
+                if (
+                    open_names
+                    and case.name.rpartition(" › ")[2] in open_names
+                    and ((label := _test_label(job, case)) in open_labels)
+                ):
                     to_recover.append(label)
                 if key in failed_before or case.is_flaky:
                     flaky[key] = (_test_label(job, case), failed_before.get(key, upload.run.pk))
             elif outcome in _FAILING:
-                failing.append(_failing_item(index, _test_label(job, case), case, key))
-    failing_keys = {item.fields["key"]: item.label for item in failing}
+                failing.append((index, _test_label(job, case), case, key))
+    failing_keys = {key: label for _, label, _, key in failing}
     passed_before = TestResult.objects.filter(
         report__in=earlier, test_key__in=list(failing_keys), outcome=TestOutcome.PASSED
     ).values_list("test_key", flat=True)
@@ -181,7 +188,7 @@ def junit_store(upload: Upload, body: Body) -> dict:
         flaky.setdefault(key, (failing_keys[key], upload.run.pk))
 
     _totals(upload, counts)
-    items_report(upload=upload, items=failing)
+    items_report(upload=upload, items=(_failing_item(*row) for row in failing), keep_failures=False)
     labels_recover(upload=upload, labels=sorted(set(to_recover)))
     _flaky_record(upload, flaky)
     return upload.receipt(
@@ -193,6 +200,20 @@ def junit_store(upload: Upload, body: Body) -> dict:
         accepted=upload.report.tests,
         run_totals=_run_totals(upload),
     )
+
+
+class _Everything:
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def _label_names(labels: set[str]) -> _Everything | set[str]:
+    """What a passed test's name must end in for its label to be one of these: the labels' last parts,
+    and "" (a test without a name is labelled by its class or as unnamed). Every name when a label was
+    cut to fit (it ends in a hash)."""
+    if any(" #" in label for label in labels):
+        return _Everything()
+    return {label.rpartition(" › ")[2] for label in labels} | {""} if labels else set()
 
 
 def _test_label(job: str, case: TestCase) -> str:

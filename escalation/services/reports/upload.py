@@ -4,9 +4,10 @@ and failing items (tests, findings) turned into failures through the failure ser
 import copy
 import dataclasses
 import hashlib
+import itertools
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -227,12 +228,17 @@ class FailingItem:
     commit_author: str | None = None  # the person a finding names (a secret's committer), else the run's
 
 
-def items_report(*, upload: Upload, items: list[FailingItem]) -> list[Failure]:
+def items_report(*, upload: Upload, items: Iterable[FailingItem], keep_failures: bool = True) -> list[Failure]:
     """Each item becomes a CI event of the report's job and opens or recurs its failure, in bulk,
-    a chunk at a time so that memory stays flat however many tests fail."""
+    a chunk at a time so that memory stays flat however many tests fail. Items may come from a
+    generator, built a chunk at a time. Without ``keep_failures`` the failures are not returned (the
+    receipt has their ids), so each chunk's rows are freed."""
     failures: list[Failure] = []
-    for start in range(0, len(items), _ITEM_CHUNK):
-        failures.extend(_items_chunk(upload, items[start : start + _ITEM_CHUNK]))
+    items = iter(items)
+    while chunk := list(itertools.islice(items, _ITEM_CHUNK)):
+        opened = _items_chunk(upload, chunk)
+        if keep_failures:
+            failures.extend(opened)
     return failures
 
 
@@ -249,6 +255,7 @@ def _items_chunk(upload: Upload, items: list[FailingItem]) -> list[Failure]:
                 status=JobStatus.FAILURE,
                 type_hint=item.type_hint,
                 log_excerpt=item.text[-limit:],
+                event_fields=item.fields,  # what event-field rules read, kept so a rule change can re-run them
                 received_at=upload.now,
             )
             for item in items

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils.dateparse import parse_datetime
 
 from escalation.choices import JobStatus, Resolution, SourceKind
@@ -17,12 +18,16 @@ from escalation.exceptions import MalformedPayload, UnknownWebhookSource, Webhoo
 from escalation.models import CIJob, CIRun, Failure, IngestSource, WebhookAlias, WebhookDelivery, WebhookRun
 from escalation.models.failures import OPEN_Q
 from escalation.models.reports import WebhookOutcome
+from escalation.services.classification import failure_classify
 from escalation.services.config import config_changed, routing_config
-from escalation.services.failures import failures_resolve
+from escalation.services.failures import failure_run_level_replace, failures_resolve
 from escalation.services.flaky import job_flaky_check
-from escalation.services.ingestion import EventInput, event_ingest, repository_for
+from escalation.services.ingestion import EventInput, _event_fields, event_ingest, repository_for
+from escalation.services.log_text import log_excerpt_clip
 from portal.audit import Actor, audit_record, row_state
 from portal.models import AuditAction
+
+SUITE_RUN_PREFIX = "check-suite-"  # the run id of a run first seen through a check suite
 
 
 @dataclass(frozen=True)
@@ -253,17 +258,22 @@ class JobOutcome:
 def job_outcome(
     *, source: IngestSource, ci_system: str, ref: RunRef, run: WebhookRun, job: JobOutcome, now: datetime
 ) -> dict:
-    """One job's outcome through event_ingest: a failure opens or recurs (and replaces the run-level
-    failure of its run), a success recovers the job's failures and marks a re-run that passed flaky."""
+    """One job's outcome through event_ingest: a failure opens or recurs (the first failed job of a run
+    with a run-level failure takes that failure over), a success recovers the job's failures and marks a
+    re-run that passed flaky."""
     data = _event_input(ci_system, ref, run, job)
     if job.record_only:
         job_record(source=source, data=data, now=now)
         return {"job": job.name, "status": job.status, "recorded_only": job.record_only}
+    replaced = _run_level_replace(source, run, data, now) if job.status == JobStatus.FAILURE else None
     result = event_ingest(ingest_source=source, data=data, now=now)
     answer: dict[str, Any] = {"job": job.name, "status": job.status, "duplicate": not result.created}
     if result.failure is not None:
         answer["failure"] = result.failure.pk
-        if result.created:
+        if replaced is not None and result.failure.pk == replaced.pk:
+            Failure.objects.filter(pk=replaced.pk).update(classification_event=result.event)
+            answer["replaced_run_level"] = replaced.pk
+        elif result.created:
             answer["superseded"] = _run_level_supersede(source, run, result.failure, now)
     if job.status == JobStatus.SUCCESS:
         answer["recovered"] = result.recovered_ids
@@ -311,10 +321,71 @@ def _failed_jobs(source: IngestSource, ci_system: str, ref: RunRef, run: Webhook
         run__attempt=run.attempt,
         status=JobStatus.FAILURE,
     ).exclude(name=run.run_level_job)
-    return sorted(jobs.values_list("name", flat=True))
+    if run.run_id.startswith(SUITE_RUN_PREFIX):
+        # A check suite names none of its jobs, and a workflow_job names no suite: until a check_run
+        # links them, the failed jobs of the suite's commit stand for its jobs.
+        jobs = CIJob.objects.filter(
+            run__source=source,
+            run__ci_system=ci_system,
+            run__repository__name=ref.repository,
+            run__commit_sha=ref.commit[:64],
+            status=JobStatus.FAILURE,
+        ).exclude(Exists(_stand_ins(source, ref.repository).filter(run_level_job=OuterRef("name"))))
+    return sorted(set(jobs.values_list("name", flat=True)))
+
+
+def _stand_ins(source: IngestSource, repository: str):
+    return WebhookRun.objects.filter(source=source, repository=repository).exclude(run_level_job="")
+
+
+def _run_level_failure(source: IngestSource, run: WebhookRun, commit: str) -> Failure | None:
+    """The open run-level failure of this run, locked; None once a job's failure replaced it. A run with
+    none may still be reported by a check suite that nothing has linked to it yet: one of its commit."""
+    own = Q(job_name=run.run_level_job, latest_run__run_id=run.run_id) if run.run_level_job else Q(pk__in=[])
+    suite = Q(
+        Exists(_stand_ins(source, run.repository).filter(run_level_job=OuterRef("job_name"),
+                                                         run_id=OuterRef("latest_run__run_id"))),
+        latest_run__run_id__startswith=SUITE_RUN_PREFIX,
+        latest_run__commit_sha=commit,
+    )  # fmt: skip
+    return (
+        Failure.objects.select_for_update(of=("self",))
+        .select_related("repository", "latest_run")
+        .filter(OPEN_Q, own | suite, repository__name=run.repository, latest_run__source=source)
+        .order_by("id")
+        .first()
+    )
+
+
+def _run_level_replace(source: IngestSource, run: WebhookRun, data: EventInput, now: datetime) -> Failure | None:
+    """The first failed job of a run with an open run-level failure takes that failure over (it becomes
+    the job's, under the fingerprint the job's event is classified to), so the event recurs onto it."""
+    if data.job == run.run_level_job:
+        return None
+    failure = _run_level_failure(source, run, data.commit)
+    if failure is None or failure.branch != data.branch:  # the job's failure is fingerprinted by its branch
+        return None
+    config = routing_config()
+    log_excerpt = log_excerpt_clip(data.log_excerpt)
+    classification = failure_classify(  # the classification event_ingest gives the same event
+        rules=config.rules,
+        job=data.job,
+        step=data.step,
+        log_excerpt=log_excerpt,
+        type_hint=data.type,
+        event_fields=_event_fields(data),
+        changed_files=data.changed_files,
+    )
+    replaced = failure_run_level_replace(
+        failure=failure, job_name=data.job, classification=classification, log_excerpt=log_excerpt, config=config,
+        actor=Actor.of_source(source), now=now,
+    )  # fmt: skip
+    return failure if replaced else None
 
 
 def _run_level_supersede(source: IngestSource, run: WebhookRun, failure: Failure, now: datetime) -> list[int]:
+    """The job's failure was open already (from an earlier run), so it could not take the run-level
+    failure over: the run-level failure resolves as superseded by it."""
     if not run.run_level_job or failure.job_name == run.run_level_job:
         return []
     stale = list(

@@ -13,6 +13,7 @@ from escalation.choices import JobStatus
 from escalation.exceptions import MalformedPayload
 from escalation.models import IngestSource
 from escalation.services.webhooks.common import (
+    SUITE_RUN_PREFIX,
     Handled,
     JobOutcome,
     RunRef,
@@ -120,7 +121,7 @@ def _check_run(source: IngestSource, event: str, payload: dict, now: datetime) -
     ref = RunRef(
         repository=repository,
         aliases=(f"gh-check-suite:{repository}:{suite_id}",),
-        run_id=f"check-suite-{suite_id}",
+        run_id=f"{SUITE_RUN_PREFIX}{suite_id}",
         attempt=1,
         branch=_branch(opt(check, "check_suite", {}), check),
         commit=need(payload, "check_run.head_sha"),
@@ -166,7 +167,7 @@ def _run_event(source: IngestSource, event: str, payload: dict, now: datetime) -
         name = body.get("name") or opt(payload, "workflow.name") or opt(body, "path") or "workflow"
         stand_in = f"{name} (workflow run)"
     else:
-        run_id, attempt = f"check-suite-{need(payload, f'{event}.id', int)}", 1
+        run_id, attempt = f"{SUITE_RUN_PREFIX}{need(payload, f'{event}.id', int)}", 1
         aliases = (f"gh-check-suite:{repository}:{body['id']}",)
         stand_in = f"{opt(body, 'app.name') or 'check suite'} (check suite)"
     ref = RunRef(
