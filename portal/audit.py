@@ -62,7 +62,7 @@ def audit_record(
     after: dict | None = None,
     reason: str = "",
 ) -> AuditEntry:
-    entry = _entry(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason)
+    entry = audit_entry(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason)
     entry.save()
     return entry
 
@@ -77,13 +77,23 @@ def audit_bulk(
 ) -> list[AuditEntry]:
     """One entry per changed row of a bulk change, written in one insert."""
     entries = [
-        _entry(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason)
+        audit_entry(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason)
         for obj, before, after in changes
     ]
     return AuditEntry.objects.bulk_create(entries)
 
 
-def _entry(*, actor: Actor, action, obj, at, before, after, reason) -> AuditEntry:
+def audit_entry(
+    *,
+    actor: Actor,
+    action: AuditAction,
+    obj: models.Model,
+    at: datetime,
+    before: dict | None = None,
+    after: dict | None = None,
+    reason: str = "",
+) -> AuditEntry:
+    """The entry for one change, not yet saved: for callers that store it within a statement of their own."""
     return AuditEntry(
         at=at,
         actor=actor.user,

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from escalation.models import ClassificationRule, MatrixRow, OwnershipRule, Repository, RoleDefaultTeam, Team
+from escalation.models import (
+    ClassificationRule,
+    Identity,
+    MatrixRow,
+    OwnershipRule,
+    Person,
+    Repository,
+    RoleDefaultTeam,
+    Team,
+)
 from escalation.services.rule_engine import RuleEngine, RuleSpec, engine_for
 
 
@@ -24,6 +33,13 @@ class RoutingConfig:
     teams: dict[int, Team]
     loaded_at: float
     repositories: dict[str, Repository] = field(default_factory=dict)
+    people: dict[str, Person] = field(default_factory=dict)  # by identity value (stored lower-case)
+
+    def person_for(self, commit_author: str) -> Person | None:
+        """routing.person_for_author without a query: the person one of whose identities is this author."""
+        if not commit_author:
+            return None
+        return self.people.get(commit_author.strip().lower())
 
 
 _lock = threading.Lock()
@@ -62,4 +78,5 @@ def _load() -> RoutingConfig:
         ownership=list(OwnershipRule.objects.order_by("position", "id")),
         teams=Team.objects.in_bulk(),
         loaded_at=time.monotonic(),
+        people={identity.value: identity.person for identity in Identity.objects.select_related("person")},
     )

@@ -14,7 +14,8 @@ from escalation.services import routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.signatures import error_signature
-from portal.audit import Actor, audit_bulk, audit_record, row_state
+from escalation.services.statements import insert_from, insert_rows, insert_with_dependants
+from portal.audit import Actor, audit_bulk, audit_entry, audit_record, row_state
 from portal.errors import InvalidState, RoleRequired
 from portal.models import AuditAction
 
@@ -54,6 +55,12 @@ def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, n
         job=reported.job_name,
         failure_type=reported.classification.failure_type,
     )
+    if connection.vendor == "postgresql":
+        failure, opened = _report_in_one_statement(
+            config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now
+        )
+        _with_owner(failure, config)
+        return failure, opened
     failure = _recur(fingerprint, reported)
     opened = False
     if failure is None:
@@ -66,9 +73,28 @@ def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, n
             if failure is None:
                 raise
     FailureOccurrence.objects.create(failure=failure, event=reported.event, seen_at=reported.seen_at)
-    if failure.owner_team_id in config.teams:  # the receipt names the owner without another query
-        failure.owner_team = config.teams[failure.owner_team_id]
+    _with_owner(failure, config)
     return failure, opened
+
+
+def _report_in_one_statement(
+    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime
+) -> tuple[Failure, bool]:
+    """PostgreSQL: the recurrence with its occurrence in one statement, else the new failure with its rows in one.
+
+    An event that loses the race to open the fingerprint finds its insert doing nothing (the winner has
+    committed by then, the partial unique index waited for it) and recurs on the winner's row.
+    """
+    failure = _recur(fingerprint, reported, with_occurrence=True)
+    if failure is not None:
+        return failure, False
+    failure = _open_in_one_statement(config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now)
+    if failure is not None:
+        return failure, True
+    failure = _recur(fingerprint, reported, with_occurrence=True)
+    if failure is None:
+        raise IntegrityError(f"no open failure {fingerprint} after a conflict on its open fingerprint")
+    return failure, False
 
 
 def failures_report_many(
@@ -138,21 +164,37 @@ def _report_many(
     return answer
 
 
+# What the receipt needs, in the model's field order as Model.from_db reads them (attname = column here).
+_RECUR_RETURNED = {"id", "failure_type", "status", "owner_team_id", "sla_due_at", "occurrence_count", "fingerprint"}
+_RECUR_FIELDS = [f.attname for f in Failure._meta.concrete_fields if f.attname in _RECUR_RETURNED]
 # One statement counts the occurrence and returns what the receipt needs; the UPDATE takes the
 # row lock itself. Ingestion runs it for every failing event, so it skips the ORM's read-modify-write.
 _RECUR_SQL = (
-    "UPDATE escalation_failure SET occurrence_count = occurrence_count + 1,"
+    "UPDATE escalation_failure SET occurrence_count = occurrence_count + 1,"  # noqa: S608 - RETURNING names from _meta
     " last_seen_at = CASE WHEN last_seen_at > %s THEN last_seen_at ELSE %s END, latest_run_id = %s"
     " WHERE fingerprint = %s AND status IN (%s, %s)"
-    " RETURNING id, failure_type, status, owner_team_id, sla_due_at, occurrence_count, fingerprint"
+    " RETURNING " + ", ".join(_RECUR_FIELDS)
 )
 
 
-def _recur(fingerprint: str, reported: Reported) -> Failure | None:
+def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = False) -> Failure | None:
+    """Count an occurrence on the open failure with this fingerprint; PostgreSQL may store the occurrence row too."""
     seen_at = connection.ops.adapt_datetimefield_value(reported.seen_at)
     params = [seen_at, seen_at, reported.run.pk, fingerprint, *(status.value for status in OPEN_STATUSES)]
-    rows = list(Failure.objects.raw(_RECUR_SQL, params))  # the other fields load lazily if read
-    return rows[0] if rows else None
+    if connection.vendor != "postgresql":  # SQLite's rows need the ORM's converters
+        rows = list(Failure.objects.raw(_RECUR_SQL, params))  # the other fields load lazily if read
+        return rows[0] if rows else None
+    sql = _RECUR_SQL
+    if with_occurrence:
+        occurrence = FailureOccurrence(event=reported.event, seen_at=reported.seen_at)
+        insert, occurrence_params = insert_from(occurrence, refs={"failure_id": "recurred.id"})
+        returned = ", ".join(_RECUR_FIELDS)
+        sql = f"WITH recurred AS ({sql}), occurrence AS ({insert}) SELECT {returned} FROM recurred"  # noqa: S608 - from _meta
+        params += occurrence_params
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else Failure.from_db(connection.alias, _RECUR_FIELDS, row)  # the rest load lazily
 
 
 def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime) -> Failure:
@@ -160,6 +202,42 @@ def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor:
     failure.save(force_insert=True)
     _opened([(failure, note)], actor=actor, now=now)
     return failure
+
+
+# The first free id, taken before the insert: the audit entry's "after" and the receipt name it.
+_NEXT_FAILURE_ID_SQL = "SELECT nextval(pg_get_serial_sequence('escalation_failure', 'id'))"
+
+
+def _open_in_one_statement(
+    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime
+) -> Failure | None:
+    """PostgreSQL: insert the failure with its occurrence, 'opened' timeline entry and audit entry in one CTE.
+
+    None when a concurrent event holds the open fingerprint: the insert waits for it at the partial
+    unique index and then does nothing, and so do the rows that depend on it; no savepoint is needed.
+    """
+    failure, (message, data) = _new_failure(
+        config=config, fingerprint=fingerprint, reported=reported, person_of=config.person_for
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_FAILURE_ID_SQL)
+        failure.pk = cursor.fetchone()[0]
+    dependants = [
+        FailureOccurrence(failure=failure, event=reported.event, seen_at=reported.seen_at),
+        _timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data),
+        audit_entry(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure)),
+    ]
+    statuses = [status.value for status in OPEN_STATUSES]
+    on_conflict = f"ON CONFLICT (fingerprint) WHERE status IN ({', '.join(['%s'] * len(statuses))}) DO NOTHING"
+    if not insert_with_dependants(failure, on_conflict=on_conflict, conflict_params=statuses, dependants=dependants):
+        return None
+    failure._state.adding, failure._state.db = False, connection.alias
+    return failure
+
+
+def _with_owner(failure: Failure, config: RoutingConfig) -> None:
+    if failure.owner_team_id in config.teams:  # the receipt names the owner without another query
+        failure.owner_team = config.teams[failure.owner_team_id]
 
 
 def _new_failure(
@@ -296,10 +374,28 @@ def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, acto
         failure.resolved_by = actor.user
         failure.resolution_note = note
         changes.append((failure, before, row_state(failure)))
-    Failure.objects.bulk_update(failures, ["status", "resolution", "resolved_at", "resolved_by", "resolution_note"])
+    # Every row gets the same values: one plain UPDATE, not bulk_update's CASE per row.
+    Failure.objects.filter(pk__in=[f.pk for f in failures]).update(
+        status=FailureStatus.RESOLVED,
+        resolution=resolution,
+        resolved_at=now,
+        resolved_by=actor.user,
+        resolution_note=note,
+    )
     label = Resolution(resolution).label
-    _timeline_many(failures, now, TimelineKind.RESOLVED, actor, f"Resolved: {label}. {note}".strip())
-    audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
+    message = f"Resolved: {label}. {note}".strip()
+    if connection.vendor != "postgresql":
+        _timeline_many(failures, now, TimelineKind.RESOLVED, actor, message)
+        audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
+        return
+    # The timeline and audit entries in one statement (a recovery runs on every successful CI event).
+    insert_rows(
+        [_timeline_entry(failure, now, TimelineKind.RESOLVED, actor, message) for failure in failures]
+        + [
+            audit_entry(actor=actor, action=AuditAction.UPDATE, obj=f, at=now, before=before, after=after, reason=note)
+            for f, before, after in changes
+        ]
+    )
 
 
 def failure_correct_type(*, failure_id: int, failure_type: str, actor: Actor, now: datetime) -> Failure:
@@ -372,7 +468,13 @@ def failure_retype(*, failure: Failure, failure_type: str, fingerprint: str, con
 
 
 def _timeline(failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict | None = None) -> None:
-    TimelineEntry.objects.create(
+    _timeline_entry(failure, at, kind, actor, message, data).save()
+
+
+def _timeline_entry(
+    failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict | None = None
+) -> TimelineEntry:
+    return TimelineEntry(
         failure=failure,
         at=at,
         kind=kind,
@@ -388,3 +490,43 @@ def _timeline_many(failures: list[Failure], at: datetime, kind: str, actor: Acto
         TimelineEntry(failure=f, at=at, kind=kind, actor=actor.label, source=actor.source, message=message)
         for f in failures
     )
+
+
+def failure_run_level_replace(
+    *,
+    failure: Failure,
+    job_name: str,
+    classification: Classification,
+    log_excerpt: str,
+    config: RoutingConfig,
+    actor: Actor,
+    now: datetime,
+) -> bool:
+    """Turn an open run-level failure into the failure of its run's first failed job, so that one failed
+    job stays one failure: the job's name, type, fingerprint, snapshot and owners; the SLA still counts
+    from the run-level opening. False, changing nothing, when the job's failure is open already (an
+    earlier run): the caller then resolves the run-level failure as superseded.
+    """
+    fingerprint = failure_fingerprint(
+        repository=failure.repository.name,
+        branch=failure.branch,
+        job=job_name,
+        failure_type=classification.failure_type,
+    )
+    if failure_open_twin(failure=failure, fingerprint=fingerprint) is not None:
+        return False
+    before, old_job, old_type = row_state(failure), failure.job_name, failure.failure_type
+    failure.job_name = job_name
+    failure_retype(failure=failure, failure_type=classification.failure_type, fingerprint=fingerprint, config=config)
+    failure.classified_by, failure.classification_rule_id = classification.classified_by, classification.rule_id
+    failure.classification_rule_version = classification.rule_version
+    failure.classification_text, failure.tags = classification.matched_text, list(classification.tags)
+    failure.signature = error_signature(log_excerpt)
+    failure.triage_verdict, failure.triaged_at, failure.triaged_by = "", None, None  # a new type, not yet triaged
+    failure.save()
+    message = f"Replaced by job {job_name}: {old_job} ({old_type}) is now {job_name} ({failure.failure_type})"
+    data = {"from_job": old_job, "to_job": job_name, "from": old_type, "to": failure.failure_type,
+            "classified_by": classification.classified_by}  # fmt: skip
+    _timeline(failure, now, TimelineKind.REPLACED_BY_JOB, actor, message, data)
+    audit_record(actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before, after=row_state(failure))
+    return True

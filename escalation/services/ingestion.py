@@ -12,6 +12,7 @@ from escalation.services.classification import failure_classify
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import Reported, failure_report, failures_recover
 from escalation.services.log_text import log_excerpt_clip
+from escalation.services.statements import conflict_update, insert_chain
 from portal.audit import Actor
 
 
@@ -80,8 +81,8 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
     actor = Actor.of_source(ingest_source)
     seen_at = min(data.finished_at or now, now)
     repository = repository_for(config, data.repository)
-    run = _upsert_run(ingest_source, repository, data)
-    job = _upsert_job(run, data, seen_at)
+    run = _new_run(ingest_source, repository, data)
+    job = _new_job(run, data, seen_at)
     event = CIEvent(
         source=ingest_source,
         idempotency_key=key,
@@ -93,7 +94,7 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
         event_fields=_event_fields(data),
         received_at=now,
     )
-    if not _insert_event(event):
+    if not _store(run, job, event):
         raise _Duplicate
 
     if data.status == JobStatus.SUCCESS:
@@ -158,8 +159,44 @@ def repository_for(config: RoutingConfig, name: str) -> Repository:
     return repository
 
 
-def _upsert_run(ingest_source: IngestSource, repository: Repository, data: EventInput) -> CIRun:
-    run = CIRun(
+_RUN_KEY = ["source", "ci_system", "repository", "run_id", "attempt"]
+_RUN_UPDATED = ["branch"]
+_JOB_KEY = ["run", "name"]
+_JOB_UPDATED = ["step", "runner_label", "status", "url", "started_at", "finished_at"]
+
+
+def _store(run: CIRun, job: CIJob, event: CIEvent) -> bool:
+    """Upsert the run and the job, insert the event unless its key is stored already. False: a duplicate.
+
+    PostgreSQL does all three in one statement; elsewhere the ORM upserts and the event insert follow.
+    A duplicate's run and job upserts roll back with the caller's transaction.
+    """
+    if connection.vendor != "postgresql":
+        CIRun.objects.bulk_create([run], update_conflicts=True, unique_fields=_RUN_KEY, update_fields=_RUN_UPDATED)
+        job.run = run
+        CIJob.objects.bulk_create([job], update_conflicts=True, unique_fields=_JOB_KEY, update_fields=_JOB_UPDATED)
+        event.job = job
+        return _insert_event(event)
+    run_conflict = conflict_update(CIRun, unique_fields=_RUN_KEY, update_fields=_RUN_UPDATED)
+    job_conflict = conflict_update(CIJob, unique_fields=_JOB_KEY, update_fields=_JOB_UPDATED)
+    event_conflict = "ON CONFLICT (source_id, idempotency_key) DO NOTHING"
+    run.pk, job.pk, event.pk = insert_chain(
+        [
+            ("run", run, {}, run_conflict),
+            ("job", job, {"run_id": "run.id"}, job_conflict),
+            ("event", event, {"job_id": "job.id"}, event_conflict),
+        ]
+    )
+    job.run_id, event.job_id = run.pk, job.pk
+    if event.pk is None:
+        return False
+    for row in (run, job, event):
+        row._state.adding, row._state.db = False, connection.alias
+    return True
+
+
+def _new_run(ingest_source: IngestSource, repository: Repository, data: EventInput) -> CIRun:
+    return CIRun(
         source=ingest_source,
         ci_system=data.source,
         repository=repository,
@@ -171,17 +208,10 @@ def _upsert_run(ingest_source: IngestSource, repository: Repository, data: Event
         changed_files=data.changed_files,
         url=data.url,
     )
-    CIRun.objects.bulk_create(
-        [run],
-        update_conflicts=True,
-        unique_fields=["source", "ci_system", "repository", "run_id", "attempt"],
-        update_fields=["branch"],
-    )
-    return run
 
 
-def _upsert_job(run: CIRun, data: EventInput, seen_at: datetime) -> CIJob:
-    job = CIJob(
+def _new_job(run: CIRun, data: EventInput, seen_at: datetime) -> CIJob:
+    return CIJob(
         run=run,
         name=data.job,
         step=data.step,
@@ -191,13 +221,6 @@ def _upsert_job(run: CIRun, data: EventInput, seen_at: datetime) -> CIJob:
         started_at=data.started_at,
         finished_at=seen_at,
     )
-    CIJob.objects.bulk_create(
-        [job],
-        update_conflicts=True,
-        unique_fields=["run", "name"],
-        update_fields=["step", "runner_label", "status", "url", "started_at", "finished_at"],
-    )
-    return job
 
 
 def _stored_key(key: str) -> str:
