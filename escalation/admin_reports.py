@@ -4,7 +4,7 @@ run flags and webhook deliveries. Read-only, except confirming a rotation (throu
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from escalation.choices import ChangeSource
+from escalation.choices import ChangeSource, RotationStatus
 from escalation.models import (
     CredentialRotation,
     Finding,
@@ -14,7 +14,6 @@ from escalation.models import (
     TestResult,
     WebhookDelivery,
 )
-from escalation.models.reports import RotationStatus
 from escalation.services.rotations import rotation_confirm
 from portal.audit import Actor
 from portal.errors import PortalError

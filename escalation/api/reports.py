@@ -10,8 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from escalation.api.authentication import HasScope
-from escalation.choices import Scope
-from escalation.models.reports import ReportKind
+from escalation.choices import ReportKind, Scope
 from escalation.services.reports.junit import junit_store
 from escalation.services.reports.sarif import sarif_store
 from escalation.services.reports.secrets import FORMATS, secrets_format_detect, secrets_store

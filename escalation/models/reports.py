@@ -4,37 +4,7 @@ credential-rotation tasks, flaky observations and flags on runs."""
 from django.conf import settings
 from django.db import models
 
-
-class WebhookOutcome(models.TextChoices):
-    PROCESSED = "processed", "Processed"
-    IGNORED = "ignored", "Ignored"
-
-
-class ReportKind(models.TextChoices):
-    JUNIT = "junit", "JUnit XML"
-    SARIF = "sarif", "SARIF"
-    TRIVY = "trivy", "Trivy JSON"
-    SECRETS = "secrets", "Secret-scanner report"
-
-
-class TestOutcome(models.TextChoices):
-    PASSED = "passed", "Passed"
-    FAILED = "failed", "Failed"
-    ERROR = "error", "Error"
-    SKIPPED = "skipped", "Skipped"
-
-
-class Severity(models.TextChoices):
-    CRITICAL = "critical", "Critical"
-    HIGH = "high", "High"
-    MEDIUM = "medium", "Medium"
-    LOW = "low", "Low"
-    NONE = "none", "None / informational"
-
-
-class RotationStatus(models.TextChoices):
-    OPEN = "open", "Open"
-    CONFIRMED = "confirmed", "Rotation confirmed"
+from escalation.choices import ReportKind, RotationStatus, Severity, TestOutcome, WebhookOutcome
 
 
 class WebhookDelivery(models.Model):

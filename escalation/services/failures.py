@@ -311,9 +311,7 @@ def _opened(opened: list[tuple[Failure, tuple[str, dict]]], *, actor: Actor, now
         )
         for failure, (message, data) in opened
     )
-    audit_bulk(
-        actor=actor, action=AuditAction.CREATE, changes=[(f, None, row_state(f)) for f, _ in opened], at=now
-    )
+    audit_bulk(actor=actor, action=AuditAction.CREATE, changes=[(f, None, row_state(f)) for f, _ in opened], at=now)
 
 
 def failures_recover(*, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime) -> list[int]:

@@ -8,7 +8,7 @@ from django.db import connection, transaction
 
 from escalation.choices import JobStatus
 from escalation.models import CIEvent, CIJob, CIRun, Failure, IngestSource, Repository
-from escalation.services.classification import failure_classify
+from escalation.services.classification import Classification, failure_classify
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import Reported, failure_report, failures_recover
 from escalation.services.log_text import log_excerpt_clip
@@ -101,15 +101,7 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
         recovered = failures_recover(repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now)
         return IngestResult(True, event, None, recovered)
 
-    classification = failure_classify(
-        rules=config.rules,
-        job=data.job,
-        step=data.step,
-        log_excerpt=event.log_excerpt,
-        type_hint=data.type,
-        event_fields=event.event_fields,
-        changed_files=data.changed_files,
-    )
+    classification = event_classify(config=config, data=data)
     reported = Reported(repository, run, event, data.job, seen_at, classification)
     failure, _ = failure_report(config=config, reported=reported, actor=actor, now=now)
     return IngestResult(True, event, failure, [])
@@ -147,6 +139,19 @@ def _insert_event(event: CIEvent) -> bool:
     event.pk = row[0]
     event._state.adding = False
     return True
+
+
+def event_classify(*, config: RoutingConfig, data: EventInput) -> Classification:
+    """The classification ingesting this event gives it (webhooks ask before ingesting a job's event)."""
+    return failure_classify(
+        rules=config.rules,
+        job=data.job,
+        step=data.step,
+        log_excerpt=log_excerpt_clip(data.log_excerpt),
+        type_hint=data.type,
+        event_fields=_event_fields(data),
+        changed_files=data.changed_files,
+    )
 
 
 def repository_for(config: RoutingConfig, name: str) -> Repository:

@@ -5,11 +5,10 @@ from datetime import datetime
 
 from django.db import transaction
 
-from escalation.choices import Resolution
+from escalation.choices import Resolution, RotationStatus
 from escalation.exceptions import RotationNotOpen
 from escalation.models import CredentialRotation, Failure
 from escalation.models.failures import OPEN_Q
-from escalation.models.reports import RotationStatus
 from escalation.services.failures import failures_resolve, require_permission
 from portal.audit import Actor, audit_record, row_state
 from portal.models import AuditAction

@@ -15,10 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 
-from escalation.choices import FailureType, Resolution, Role
+from escalation.choices import FailureType, Resolution, Role, Severity
 from escalation.models import CredentialRotation, Failure, Finding
 from escalation.models.failures import OPEN_Q
-from escalation.models.reports import Severity
 from escalation.services.failures import failures_resolve
 from escalation.services.reports.upload import FailingItem, Upload, clean, item_label, items_report, short_hash
 from escalation.services.routing import person_for_author, role_team

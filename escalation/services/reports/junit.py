@@ -15,10 +15,10 @@ from defusedxml.ElementTree import ParseError, iterparse
 from django.db import connection
 from django.db.models import Count, Sum
 
+from escalation.choices import ReportKind, TestOutcome
 from escalation.exceptions import MalformedReport, UnsafeXml, WrongReportFormat
 from escalation.models import Failure, Report, TestResult
 from escalation.models.failures import OPEN_Q
-from escalation.models.reports import ReportKind, TestOutcome
 from escalation.services.flaky import flaky_record
 from escalation.services.reports.upload import (
     Body,

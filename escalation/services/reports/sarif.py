@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from escalation.choices import Severity
 from escalation.exceptions import MalformedReport, WrongReportFormat
-from escalation.models.reports import Severity
 from escalation.services.reports.findings import (
     ParsedFinding,
     findings_store,

@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterator
 from typing import IO, Any
 
+from escalation.choices import Severity
 from escalation.exceptions import MalformedReport, WrongReportFormat
-from escalation.models.reports import Severity
 from escalation.services.reports.findings import ParsedFinding, committer_of, findings_store
 from escalation.services.reports.jsonstream import first_char, json_values, top_keys
 from escalation.services.reports.upload import Body, Upload

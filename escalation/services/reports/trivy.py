@@ -3,8 +3,8 @@ result (target) at a time and mapped like SARIF findings."""
 
 from collections.abc import Iterator
 
+from escalation.choices import Severity
 from escalation.exceptions import MalformedReport, WrongReportFormat
-from escalation.models.reports import Severity
 from escalation.services.reports.findings import (
     ParsedFinding,
     findings_store,

@@ -13,16 +13,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils.dateparse import parse_datetime
 
-from escalation.choices import JobStatus, Resolution, SourceKind
+from escalation.choices import JobStatus, Resolution, SourceKind, WebhookOutcome
 from escalation.exceptions import MalformedPayload, UnknownWebhookSource, WebhookUnauthorized
 from escalation.models import CIJob, CIRun, Failure, IngestSource, WebhookAlias, WebhookDelivery, WebhookRun
 from escalation.models.failures import OPEN_Q
-from escalation.models.reports import WebhookOutcome
-from escalation.services.classification import failure_classify
 from escalation.services.config import config_changed, routing_config
 from escalation.services.failures import failure_run_level_replace, failures_resolve
 from escalation.services.flaky import job_flaky_check
-from escalation.services.ingestion import EventInput, _event_fields, event_ingest, repository_for
+from escalation.services.ingestion import EventInput, event_classify, event_ingest, repository_for
 from escalation.services.log_text import log_excerpt_clip
 from portal.audit import Actor, audit_record, row_state
 from portal.models import AuditAction
@@ -367,15 +365,7 @@ def _run_level_replace(source: IngestSource, run: WebhookRun, data: EventInput, 
         return None
     config = routing_config()
     log_excerpt = log_excerpt_clip(data.log_excerpt)
-    classification = failure_classify(  # the classification event_ingest gives the same event
-        rules=config.rules,
-        job=data.job,
-        step=data.step,
-        log_excerpt=log_excerpt,
-        type_hint=data.type,
-        event_fields=_event_fields(data),
-        changed_files=data.changed_files,
-    )
+    classification = event_classify(config=config, data=data)
     replaced = failure_run_level_replace(
         failure=failure, job_name=data.job, classification=classification, log_excerpt=log_excerpt, config=config,
         actor=Actor.of_source(source), now=now,
