@@ -204,3 +204,38 @@ class Severity(models.TextChoices):
 class RotationStatus(models.TextChoices):
     OPEN = "open", "Open"
     CONFIRMED = "confirmed", "Rotation confirmed"
+
+
+# --- SLA enforcement: the ladder, the outbox, tickets ---
+
+
+class EscalationStep(models.TextChoices):
+    """A rung of DESIGN.md's ladder. Each happens at most once per failure."""
+
+    OPENED = "opened", "Opened (immediate tier: chat to primary and secondary owners)"
+    TICKET = "ticket", "Ticket opened"
+    TRIAGE_REMINDER = "triage_reminder", "QA triage reminder"
+    ACKNOWLEDGE_REMINDER = "acknowledge_reminder", "Security acknowledgement overdue"
+    AT_RISK = "at_risk", "At risk (75 % of the SLA budget)"
+    LEVEL_1 = "level_1", "Level 1: SLA breached"
+    LEVEL_2 = "level_2", "Level 2: breached at standup without a plan"
+
+
+class ChannelKind(models.TextChoices):
+    SLACK = "slack", "Slack incoming webhook"
+    WEBHOOK = "webhook", "JSON webhook (HMAC-signed)"
+    EMAIL = "email", "E-mail"
+
+
+class TrackerKind(models.TextChoices):
+    GITHUB = "github", "GitHub Issues"
+    JIRA_V2 = "jira_v2", "Jira (REST v2)"
+    JIRA_V3 = "jira_v3", "Jira (REST v3, ADF)"
+    LINEAR = "linear", "Linear"
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    BATCHED = "batched", "Sent in a batch"
+    DEAD = "dead", "Dead letter"

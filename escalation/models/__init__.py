@@ -7,6 +7,7 @@ from escalation.models.failures import (
 )
 from escalation.models.ingestion import CIEvent, CIJob, CIRun, IngestSource
 from escalation.models.matrix import MatrixRow
+from escalation.models.notifications import Notification, NotificationChannel, TicketTracker
 from escalation.models.reports import (
     CredentialRotation,
     Finding,
@@ -19,9 +20,17 @@ from escalation.models.reports import (
     WebhookRun,
 )
 from escalation.models.rules import ClassificationRule, ClassificationRuleVersion, RuleChange, RuleChangeEffect
+from escalation.models.sla import ClockPause, EngineBeat, Escalation, FailureGroup
 from escalation.models.teams import Identity, OwnershipRule, Person, Repository, RoleDefaultTeam, Team
 
 __all__ = [
+    "ClockPause",
+    "EngineBeat",
+    "Escalation",
+    "FailureGroup",
+    "Notification",
+    "NotificationChannel",
+    "TicketTracker",
     "CIEvent",
     "CIJob",
     "CIRun",

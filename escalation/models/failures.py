@@ -43,6 +43,25 @@ class Failure(models.Model):
     matrix_snapshot = models.JSONField(help_text="The matrix row as it was when the failure opened")
     sla_due_at = models.DateTimeField(null=True, blank=True)
     triage_due_at = models.DateTimeField(null=True, blank=True)
+    at_risk_at = models.DateTimeField(null=True, blank=True, help_text="75 % of the SLA budget spent")
+    ticket_due_at = models.DateTimeField(null=True, blank=True, help_text="When the tier wants a ticket")
+    next_step_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the SLA sweep next has a ladder step to take; empty when none"
+    )
+    breached_at = models.DateTimeField(null=True, blank=True)
+    escalation_level = models.PositiveSmallIntegerField(default=0)
+    paused_at = models.DateTimeField(null=True, blank=True, help_text="Set while the SLA clock is paused")
+    is_complex = models.BooleanField(default=False, help_text="database_test: use the complex SLA budget")
+    group = models.ForeignKey(
+        "escalation.FailureGroup", null=True, blank=True, on_delete=models.SET_NULL, related_name="failures"
+    )
+    resolution_plan = models.TextField(blank=True)
+    resolution_plan_owner = models.ForeignKey(
+        "escalation.Person", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution_plan_due = models.DateField(null=True, blank=True)
+    ticket_key = models.CharField(max_length=100, blank=True)
+    ticket_url = models.URLField(max_length=500, blank=True)
 
     classified_by = models.CharField(
         max_length=120, help_text="The rule's name, 'type hint', or 'fallback' when nothing matched"
@@ -95,6 +114,12 @@ class Failure(models.Model):
         indexes = [
             # failures_past_due(): open failures ordered by due time.
             models.Index(fields=["sla_due_at"], condition=OPEN_Q, name="failure_open_due_idx"),
+            # sla_sweep(): open failures with a ladder step due, claimed oldest first.
+            models.Index(
+                fields=["next_step_at"], condition=OPEN_Q & Q(next_step_at__isnull=False), name="failure_next_step_idx"
+            ),
+            # pauses_start(): open failures by the run of their latest occurrence.
+            models.Index(fields=["latest_run"], condition=OPEN_Q, name="failure_open_run_idx"),
             # recover(): open failures of one repository, branch and job.
             models.Index(fields=["repository", "branch", "job_name"], condition=OPEN_Q, name="failure_open_job_idx"),
             # failures_awaiting_triage(): open failures not yet triaged, oldest first.
@@ -113,6 +138,8 @@ class Failure(models.Model):
             ("resolve_failure", "Can resolve failures"),
             ("correct_failure_type", "Can correct a failure's type"),
             ("confirm_failure_type", "Can confirm a failure's type in triage"),
+            ("mark_failure_complex", "Can mark a failure complex"),
+            ("set_resolution_plan", "Can set a failure's resolution plan"),
         ]
 
     def __str__(self) -> str:
@@ -145,6 +172,12 @@ class TimelineKind(models.TextChoices):
     TYPE_CONFIRMED = "type_confirmed", "Type confirmed"
     RECLASSIFIED = "reclassified", "Reclassified by a rule change"
     REPLACED_BY_JOB = "replaced_by_job", "Run-level failure replaced by its job's"
+    PAUSED = "paused", "SLA clock paused"
+    RESUMED = "resumed", "SLA clock resumed"
+    ESCALATED = "escalated", "Escalation step"
+    MARKED_COMPLEX = "marked_complex", "Marked complex"
+    PLAN_SET = "plan_set", "Resolution plan set"
+    TICKET_OPENED = "ticket_opened", "Ticket opened"
 
 
 class TimelineEntry(models.Model):
