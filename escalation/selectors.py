@@ -2,24 +2,34 @@
 
 from datetime import datetime
 
-from django.db.models import Count, Max, Min, Prefetch, Q, QuerySet, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, Max, Min, Prefetch, Q, QuerySet, Sum
+from django.utils import timezone
 
 from escalation.choices import TriageVerdict
-from escalation.models import ClassificationRule, Failure, TimelineEntry
+from escalation.models import ClassificationRule, Escalation, Failure, TimelineEntry
 from escalation.models.failures import OPEN_Q
+from escalation.services import sla
 
 
-def failures_list() -> QuerySet[Failure]:
-    return Failure.objects.select_related("repository", "owner_team", "secondary_team", "assignee")
+def failures_list(*, now: datetime | None = None) -> QuerySet[Failure]:
+    """Failures with ``is_breached`` and ``is_at_risk`` as of ``now``."""
+    now = now or timezone.now()
+    return Failure.objects.select_related("repository", "owner_team", "secondary_team", "assignee").annotate(
+        is_breached=ExpressionWrapper(sla.breached_q(now=now), output_field=BooleanField()),
+        is_at_risk=ExpressionWrapper(sla.at_risk_q(now=now), output_field=BooleanField()),
+    )
 
 
 def failure_detail() -> QuerySet[Failure]:
-    return failures_list().prefetch_related(Prefetch("timeline", queryset=TimelineEntry.objects.order_by("at", "id")))
+    return failures_list().prefetch_related(
+        Prefetch("timeline", queryset=TimelineEntry.objects.order_by("at", "id")),
+        Prefetch("escalations", queryset=Escalation.objects.order_by("at", "id")),
+    )
 
 
 def failures_breached(queryset: QuerySet[Failure], *, now: datetime) -> QuerySet[Failure]:
-    """Open failures past their SLA due time."""
-    return queryset.filter(OPEN_Q, sla_due_at__lt=now)
+    """Open failures past their SLA (sla.breached_q)."""
+    return queryset.filter(sla.breached_q(now=now))
 
 
 def failures_not_breached(queryset: QuerySet[Failure], *, now: datetime) -> QuerySet[Failure]:

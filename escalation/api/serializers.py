@@ -1,10 +1,9 @@
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from escalation.api.fields import StrictCharField, StrictIntegerField
 from escalation.choices import JobStatus
-from escalation.models import Failure, FailureOccurrence, TimelineEntry
+from escalation.models import Escalation, Failure, FailureOccurrence, TimelineEntry
 
 
 class FieldsBoundOnce:
@@ -104,7 +103,8 @@ class FailureSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner_team.name", allow_null=True, default=None)
     secondary_owner = serializers.CharField(source="secondary_team.name", allow_null=True, default=None)
     assignee = serializers.CharField(source="assignee.name", allow_null=True, default=None)
-    breached = serializers.SerializerMethodField()
+    breached = serializers.BooleanField(source="is_breached", help_text="Open and past its SLA (paused time excluded)")
+    at_risk = serializers.BooleanField(source="is_at_risk", help_text="75 % of the SLA budget spent, not breached")
 
     class Meta:
         model = Failure
@@ -125,7 +125,17 @@ class FailureSerializer(serializers.ModelSerializer):
             "occurrence_count",
             "sla_due_at",
             "triage_due_at",
+            "at_risk_at",
             "breached",
+            "at_risk",
+            "breached_at",
+            "escalation_level",
+            "paused_at",
+            "is_complex",
+            "resolution_plan",
+            "resolution_plan_due",
+            "ticket_key",
+            "ticket_url",
             "is_protected_branch",
             "classified_by",
             "classification_rule_version",
@@ -139,17 +149,20 @@ class FailureSerializer(serializers.ModelSerializer):
             "resolution_note",
         ]
 
-    @extend_schema_field(serializers.BooleanField())
-    def get_breached(self, failure: Failure) -> bool:
-        return failure.is_open and failure.sla_due_at is not None and failure.sla_due_at < timezone.now()
+
+class EscalationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Escalation
+        fields = ["step", "due_at", "at", "group", "recipients"]
 
 
 class FailureDetailSerializer(FailureSerializer):
     timeline = TimelineEntrySerializer(many=True, read_only=True)
+    escalations = EscalationSerializer(many=True, read_only=True)
     recent_occurrences = serializers.SerializerMethodField()
 
     class Meta(FailureSerializer.Meta):
-        fields = [*FailureSerializer.Meta.fields, "matrix_snapshot", "timeline", "recent_occurrences"]
+        fields = [*FailureSerializer.Meta.fields, "matrix_snapshot", "escalations", "timeline", "recent_occurrences"]
 
     @extend_schema_field(OccurrenceSerializer(many=True))
     def get_recent_occurrences(self, failure: Failure):

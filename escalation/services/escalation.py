@@ -1,7 +1,91 @@
-"""The escalation ladder: the SLA sweep claims failures with a step due and takes each step once."""
+"""The escalation ladder: the SLA sweep claims failures with a step due and takes each step once.
 
-from dataclasses import dataclass
-from datetime import datetime
+Every rung of DESIGN.md's ladder is a due time computed from the failure's own columns
+(``ladder_steps``); ``next_step_at`` is the earliest one not yet taken, the only column the sweep
+reads to find work. A step taken is an ``Escalation`` row (unique per failure and step) written in
+the same transaction as its outbox rows, the failure's new state and its timeline entries.
+"""
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+
+from escalation.choices import EscalationStep, Role, Tier
+from escalation.models import (
+    Escalation,
+    Failure,
+    FailureGroup,
+    NotificationChannel,
+    Team,
+    TicketTracker,
+    TimelineEntry,
+)
+from escalation.models.failures import OPEN_Q, TimelineKind
+from escalation.services import sla
+from escalation.services.config import RoutingConfig, routing_config
+from escalation.services.notifications import Message, failure_summary, failure_url, notifications_write
+from escalation.services.routing import role_team
+from portal.audit import Actor
+
+S = EscalationStep
+# Failures with one error signature first seen within this window of the group's first form one group.
+STORM_WINDOW = timedelta(minutes=10)
+# Who each step tells: team roles of the failure ("owner", "secondary") or a role's team.
+STEP_AUDIENCE: dict[str, tuple[str, ...]] = {
+    S.OPENED: ("owner", "secondary"),
+    S.TRIAGE_REMINDER: (Role.QA_ANALYST,),
+    S.ACKNOWLEDGE_REMINDER: (Role.SECURITY_SPECIALIST,),
+    S.AT_RISK: ("owner",),
+    S.LEVEL_1: ("secondary", Role.QA_ANALYST),
+    S.LEVEL_2: (Role.SCRUM_MASTER,),
+    S.TICKET: ("owner",),
+}
+
+
+@dataclass(frozen=True)
+class Due:
+    step: str
+    due_at: datetime
+
+
+def ladder_steps(failure: Failure, *, team: Team | None, done: set[str]) -> list[Due]:
+    """The ladder steps of this failure not yet taken, each with its due time, past or future.
+
+    Failures on unprotected branches and resolved failures have none. While the clock is paused,
+    the steps that count SLA time (at risk, breach, standup, a standard tier's ticket) wait.
+    """
+    if not failure.is_open or not failure.is_protected_branch:
+        return []
+    snapshot = failure.matrix_snapshot
+    steps: list[Due] = []
+
+    def add(step: str, due_at: datetime | None) -> None:
+        if step not in done and due_at is not None:
+            steps.append(Due(step, due_at))
+
+    running = failure.paused_at is None
+    if snapshot["tier"] == Tier.IMMEDIATE:
+        add(S.OPENED, failure.first_seen_at)
+    if failure.triaged_at is None:
+        add(S.TRIAGE_REMINDER, failure.triage_due_at)
+    if snapshot.get("acknowledge_budget") and failure.acknowledged_at is None:
+        add(S.ACKNOWLEDGE_REMINDER, failure.first_seen_at + timedelta(seconds=snapshot["acknowledge_budget"]))
+    if running or snapshot["tier"] != Tier.STANDARD:
+        add(S.TICKET, failure.ticket_due_at)
+    if running:
+        add(S.AT_RISK, failure.at_risk_at)
+        add(S.LEVEL_1, failure.sla_due_at)
+        if failure.breached_at is not None and not failure.resolution_plan and team is not None:
+            add(S.LEVEL_2, sla.next_standup(team=team, after=failure.breached_at))
+    return steps
+
+
+def next_step_at(failure: Failure, *, team: Team | None, done: set[str]) -> datetime | None:
+    steps = ladder_steps(failure, team=team, done=done)
+    return min((s.due_at for s in steps), default=None)
 
 
 @dataclass
@@ -11,6 +95,7 @@ class SweepResult:
     notifications: int = 0
     paused: int = 0
     resumed: int = 0
+    queries: int = 0
 
     def summary(self) -> str:
         return (
@@ -20,5 +105,268 @@ class SweepResult:
 
 
 def sla_sweep(*, now: datetime, batch_size: int = 2000) -> SweepResult:
-    """Pause and resume clocks, then claim every open failure with a ladder step due and take its steps."""
-    raise NotImplementedError  # being written (lead); the engine helper only calls it
+    """Pause and resume clocks, then claim every open failure with a ladder step due and take its steps.
+
+    Each batch is one transaction: the claim (skip-locked, so concurrent sweeps take disjoint rows),
+    the escalation rows, the outbox rows and the failures' new state commit together. A killed sweep
+    takes nothing; the next one takes it all.
+    """
+    result = SweepResult()
+    pauses = sla.pauses_apply(now=now)
+    result.paused, result.resumed = len(pauses.paused), len(pauses.resumed)
+    config = routing_config()
+    while True:
+        with transaction.atomic():
+            batch = _sweep_batch(config=config, now=now, limit=batch_size)
+        result.claimed += batch.claimed
+        result.steps += batch.steps
+        result.notifications += batch.notifications
+        if batch.claimed < batch_size:
+            return result
+
+
+@dataclass
+class _Batch:
+    claimed: int = 0
+    steps: int = 0
+    notifications: int = 0
+
+
+@dataclass
+class _Plan:
+    """What one batch will write."""
+
+    escalations: list[Escalation] = field(default_factory=list)
+    entries: list[TimelineEntry] = field(default_factory=list)
+    messages: dict[str, Message] = field(default_factory=dict)
+    team_names: dict[int, str] = field(default_factory=dict)
+
+
+def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
+    failures = list(
+        Failure.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(OPEN_Q, next_step_at__lte=now)
+        .select_related("repository", "group")
+        .order_by("next_step_at", "id")[:limit]
+    )
+    if not failures:
+        return _Batch()
+    done: dict[int, set[str]] = defaultdict(set)
+    for failure_id, step in Escalation.objects.filter(failure__in=failures).values_list("failure_id", "step"):
+        done[failure_id].add(step)
+    _groups_join(failures, now=now)
+    targets = _Targets.load()
+    actor = Actor.task("sla_sweep")
+    plan = _Plan(team_names={pk: team.name for pk, team in targets.teams.items()})
+    for failure in failures:
+        team = config.teams.get(failure.owner_team_id)
+        due = sorted(
+            (d for d in ladder_steps(failure, team=team, done=done[failure.pk]) if d.due_at <= now),
+            key=lambda d: d.due_at,
+        )
+        steps = {d.step for d in due}
+        for d in due:
+            if d.step == S.AT_RISK and S.LEVEL_1 in steps:
+                _step(plan, failure, d, [], now, actor, note="breached in the same sweep: level 1 tells instead")
+                continue
+            if d.step == S.TICKET and failure.ticket_key:
+                _step(plan, failure, d, [], now, actor, note=f"already has ticket {failure.ticket_key}")
+                continue
+            recipients = _recipients(config, targets, failure, d.step)
+            _step(plan, failure, d, recipients, now, actor)
+            if d.step == S.LEVEL_1:
+                failure.breached_at, failure.escalation_level = d.due_at, max(failure.escalation_level, 1)
+            elif d.step == S.LEVEL_2:
+                failure.escalation_level = 2
+        done[failure.pk] |= steps
+        failure.next_step_at = next_step_at(failure, team=team, done=done[failure.pk])
+    inserted = notifications_write(list(plan.messages.values()), now=now)
+    Escalation.objects.bulk_create(plan.escalations, ignore_conflicts=True)
+    TimelineEntry.objects.bulk_create(plan.entries)
+    Failure.objects.bulk_update(failures, ["next_step_at", "breached_at", "escalation_level", "group"])
+    return _Batch(claimed=len(failures), steps=len(plan.escalations), notifications=len(inserted))
+
+
+def _step(plan: _Plan, failure: Failure, due: Due, recipients: list, now: datetime, actor: Actor, note: str = ""):
+    names = plan.team_names
+    told = []
+    for team, target in recipients:
+        key = f"{_ref(failure)}:{due.step}:{'c' if isinstance(target, NotificationChannel) else 't'}{target.pk}"
+        message = plan.messages.get(key)
+        if message is None:
+            message = plan.messages[key] = _message(failure, due.step, target, key, names)
+        elif failure.pk not in message.failure_ids:
+            _message_add(message, failure, names)
+        told.append({"team": team.name, "target": getattr(target, "name", None) or str(target)})
+    if not recipients and not note:
+        note = "nobody to tell: no channel or ticket tracker configured for the step's teams"
+    plan.escalations.append(
+        Escalation(
+            failure=failure,
+            step=due.step,
+            due_at=due.due_at,
+            at=now,
+            group=failure.group,
+            recipients=told or [{"note": note}],
+        )
+    )
+    label = S(due.step).label
+    names = ", ".join(sorted({f"{t['team']} ({t['target']})" for t in told})) or note
+    plan.entries.append(
+        TimelineEntry(
+            failure=failure,
+            at=now,
+            kind=TimelineKind.ESCALATED,
+            actor=actor.label,
+            source=actor.source,
+            message=f"{label}: {names}",
+            data={"step": due.step, "due_at": due.due_at.isoformat(), "recipients": told},
+        )
+    )
+
+
+def _ref(failure: Failure) -> str:
+    """Storm control: one message per group (or lone failure), step and target."""
+    return f"g{failure.group_id}" if failure.group_id else f"f{failure.pk}"
+
+
+def _message(failure: Failure, step: str, target, key: str, names: dict[int, str]) -> Message:
+    is_ticket = isinstance(target, TicketTracker)
+    message = Message(
+        subject="",
+        body="",
+        data={"step": step, "step_label": S(step).label, "failures": [], "url": failure_url(failure.pk)},
+        failure_ids=[],
+        step=step,
+        channel=None if is_ticket else target,
+        tracker=target if is_ticket else None,
+        dedupe_key=key,
+    )
+    if failure.group_id:
+        message.data["group"] = {"id": failure.group_id, "key": failure.group.key, "size": failure.group.size}
+    _message_add(message, failure, names)
+    return message
+
+
+def _message_add(message: Message, failure: Failure, names: dict[int, str]) -> None:
+    summary = failure_summary(failure, teams=names)
+    message.failure_ids.append(failure.pk)
+    message.data["failures"].append(summary)
+    first = message.data["failures"][0]
+    count = len(message.failure_ids)
+    what = f"{first['type']} in {first['repository']} ({first['branch']}): {first['job']}"
+    more = f" and {count - 1} more with the same cause" if count > 1 else ""
+    message.subject = f"[{S(message.step).label}] {what}{more}"
+    message.data["title"] = message.subject
+    lines = [message.subject, ""]
+    for item in message.data["failures"]:
+        due = f", SLA due {item['sla_due_at']}" if item["sla_due_at"] else ""
+        lines.append(f"- #{item['id']} {item['type']} {item['repository']}:{item['branch']} {item['job']}")
+        lines.append(f"  owner {item['owner']}{due}: {item['url']}")
+    message.body = "\n".join(lines)
+
+
+@dataclass
+class _Targets:
+    channels: dict[int, list[NotificationChannel]]
+    trackers: dict[int, TicketTracker]
+    teams: dict[int, Team]
+
+    @classmethod
+    def load(cls) -> "_Targets":
+        channels: dict[int, list[NotificationChannel]] = defaultdict(list)
+        for channel in NotificationChannel.objects.order_by("id"):
+            channels[channel.team_id].append(channel)
+        teams = Team.objects.in_bulk()
+        trackers = {t.team_id: t for t in TicketTracker.objects.all()}
+        return cls(channels=channels, trackers=trackers, teams=teams)
+
+
+def _recipients(config: RoutingConfig, targets: _Targets, failure: Failure, step: str) -> list[tuple[Team, object]]:
+    """(team, channel or tracker) pairs the step tells, each team once."""
+    team_ids: list[int] = []
+    for who in STEP_AUDIENCE[step]:
+        if who == "owner":
+            team_id = failure.owner_team_id
+        elif who == "secondary":
+            team_id = failure.secondary_team_id
+        else:
+            team_id = role_team(config=config, role=who, repository=failure.repository.name, paths=[])
+        if team_id is not None and team_id not in team_ids:
+            team_ids.append(team_id)
+    pairs: list[tuple[Team, object]] = []
+    for team_id in team_ids:
+        team = targets.teams.get(team_id)
+        if team is None:
+            continue
+        if step == S.TICKET:
+            if team_id in targets.trackers:
+                pairs.append((team, targets.trackers[team_id]))
+        else:
+            pairs.extend((team, channel) for channel in targets.channels.get(team_id, []))
+    return pairs
+
+
+def _groups_join(failures: list[Failure], *, now: datetime) -> None:
+    """Storm control: put each claimed failure not yet in a group into one, by error signature.
+
+    Failures with one signature first seen within STORM_WINDOW of the group's first member share the
+    group (across jobs and repositories); so do the failures one report opened at once. A
+    transaction-scoped advisory lock per key makes concurrent sweeps find the same group.
+    """
+    keyed: dict[str, list[Failure]] = defaultdict(list)
+    uploads: dict[str, list[Failure]] = defaultdict(list)
+    for failure in failures:
+        if failure.group_id is None and failure.signature:
+            keyed[f"signature:{failure.signature}"].append(failure)
+        elif failure.group_id is None:
+            uploads[_upload_key(failure)].append(failure)
+    for key, members in uploads.items():
+        keyed[key].extend(members)
+    if not keyed:
+        return
+    _lock_keys(sorted(keyed))
+    existing: dict[str, list[FailureGroup]] = defaultdict(list)
+    earliest = min(f.first_seen_at for members in keyed.values() for f in members)
+    for group in FailureGroup.objects.filter(key__in=list(keyed), window_ends_at__gte=earliest).order_by("id"):
+        existing[group.key].append(group)
+    new_groups: list[FailureGroup] = []
+    grown: dict[int, FailureGroup] = {}
+    for key, members in keyed.items():
+        for failure in sorted(members, key=lambda f: (f.first_seen_at, f.pk)):
+            group = next(
+                (g for g in existing[key] if g.first_seen_at <= failure.first_seen_at <= g.window_ends_at), None
+            )
+            if group is None and key.startswith("upload:") and len(members) < 2:
+                continue  # a lone failure of a report or event is no storm
+            if group is None:
+                group = FailureGroup(
+                    key=key, first_seen_at=failure.first_seen_at, window_ends_at=_window_end(key, failure)
+                )
+                existing[key].append(group)
+                new_groups.append(group)
+            group.size += 1
+            failure.group = group
+            if group.pk is not None:
+                grown[group.pk] = group
+    FailureGroup.objects.bulk_create(new_groups)
+    for failure in failures:
+        if failure.group is not None and failure.group_id is None:
+            failure.group_id = failure.group.pk
+    FailureGroup.objects.bulk_update(list(grown.values()), ["size"])
+
+
+def _upload_key(failure: Failure) -> str:
+    return f"upload:{failure.latest_run_id}:{failure.first_seen_at.isoformat()}"
+
+
+def _window_end(key: str, failure: Failure) -> datetime:
+    return failure.first_seen_at + (STORM_WINDOW if key.startswith("signature:") else timedelta(0))
+
+
+def _lock_keys(keys: list[str]) -> None:
+    if connection.vendor != "postgresql":
+        return  # SQLite runs one writer at a time
+    ids = sorted(int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big", signed=True) for k in keys)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", [ids])

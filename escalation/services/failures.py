@@ -2,21 +2,21 @@
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from django.db import IntegrityError, connection, transaction
 
 from escalation.choices import OPEN_STATUSES, FailureStatus, FailureType, Resolution, TriageVerdict
 from escalation.exceptions import FailureNotOpen, UnknownFailureType
-from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
+from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Person, Repository, TimelineEntry
 from escalation.models.failures import OPEN_Q, TimelineKind
-from escalation.services import routing, sla
+from escalation.services import escalation, routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.signatures import error_signature
 from escalation.services.statements import insert_from, insert_rows, insert_with_dependants
 from portal.audit import Actor, audit_bulk, audit_entry, audit_record, row_state
-from portal.errors import InvalidState, RoleRequired
+from portal.errors import BadInput, InvalidState, RoleRequired
 from portal.models import AuditAction
 
 
@@ -274,7 +274,6 @@ def _new_failure(
         last_seen_at=opened_at,
         latest_run=run,
         matrix_snapshot=snapshot,
-        sla_due_at=sla.sla_due_at(snapshot=snapshot, opened_at=opened_at, team=owner_team) if protected else None,
         triage_due_at=sla.triage_due_at(opened_at=opened_at) if protected else None,
         classified_by=kind.classified_by,
         classification_rule_id=kind.rule_id,
@@ -284,6 +283,8 @@ def _new_failure(
         tags=list(kind.tags),
         signature=error_signature(reported.event.log_excerpt),
     )
+    sla.failure_deadlines(failure, team=owner_team)
+    failure.next_step_at = escalation.next_step_at(failure, team=owner_team, done=set())
     owner = owner_team.name if owner_team else "nobody"
     branch_note = "" if protected else "; unprotected branch: recorded, never escalated"
     return failure, (
@@ -460,9 +461,13 @@ def failure_retype(*, failure: Failure, failure_type: str, fingerprint: str, con
     failure.failure_type, failure.fingerprint, failure.matrix_snapshot = failure_type, fingerprint, snapshot
     failure.owner_team_id, failure.secondary_team_id = route.owner_team_id, route.secondary_team_id
     failure.assignee = route.assignee or failure.assignee
-    if failure.is_protected_branch:
-        team = config.teams.get(route.owner_team_id)
-        failure.sla_due_at = sla.sla_due_at(snapshot=snapshot, opened_at=failure.first_seen_at, team=team)
+    _reschedule(failure, team=config.teams.get(route.owner_team_id))
+
+
+def _reschedule(failure: Failure, *, team) -> None:
+    """New deadlines (from the opening, plus the paused time so far); the sweep works out the next step."""
+    sla.failure_deadlines(failure, team=team, paused=sla.paused_total(failure))
+    failure.next_step_at = failure.first_seen_at if failure.is_protected_branch else None
 
 
 def _timeline(failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict | None = None) -> None:
@@ -528,3 +533,60 @@ def failure_run_level_replace(
     _timeline(failure, now, TimelineKind.REPLACED_BY_JOB, actor, message, data)
     audit_record(actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before, after=row_state(failure))
     return True
+
+
+def failure_mark_complex(*, failure_id: int, actor: Actor, now: datetime, note: str = "") -> Failure:
+    """A database test marked complex runs on its matrix row's complex budget (8 hours by default)."""
+    require_permission(actor, "escalation.mark_failure_complex")
+    config = routing_config()
+    with transaction.atomic():
+        failure = Failure.objects.select_for_update().get(pk=failure_id)
+        if not failure.is_open:
+            raise FailureNotOpen(f"failure {failure_id} is resolved")
+        if not failure.matrix_snapshot.get("complex_sla_budget"):
+            raise InvalidState(f"a {failure.failure_type} failure has no complex SLA budget in its matrix row")
+        if failure.is_complex:
+            return failure
+        before = row_state(failure)
+        failure.is_complex = True
+        _reschedule(failure, team=config.teams.get(failure.owner_team_id))
+        failure.save()
+        due = f"{failure.sla_due_at:%Y-%m-%d %H:%M %Z}" if failure.sla_due_at else "none (unprotected branch)"
+        hours = failure.matrix_snapshot["complex_sla_budget"] / 3600
+        _timeline(failure, now, TimelineKind.MARKED_COMPLEX, actor,
+                  f"Marked complex: SLA budget {hours:g} h, due {due}. {note}".strip(),
+                  {"sla_due_at": failure.sla_due_at.isoformat() if failure.sla_due_at else None})  # fmt: skip
+        audit_record(actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before,
+                     after=row_state(failure), reason=note)  # fmt: skip
+    return failure
+
+
+def failure_plan_set(
+    *, failure_id: int, plan: str, owner: Person | None, due: date | None, actor: Actor, now: datetime
+) -> Failure:
+    """Record how the failure will be resolved, by whom and when. A breached failure with a plan is not
+    taken to the Scrum Master at standup (level 2); an empty plan clears it."""
+    require_permission(actor, "escalation.set_resolution_plan")
+    plan = plan.strip()
+    if plan and due is not None and due < now.date():
+        raise BadInput(f"the plan's due date {due} is in the past")
+    with transaction.atomic():
+        failure = Failure.objects.select_for_update().get(pk=failure_id)
+        if not failure.is_open:
+            raise FailureNotOpen(f"failure {failure_id} is resolved")
+        before = row_state(failure)
+        failure.resolution_plan = plan
+        failure.resolution_plan_owner = owner if plan else None
+        failure.resolution_plan_due = due if plan else None
+        if failure.is_protected_branch:
+            failure.next_step_at = now  # clearing a plan may bring level 2 back
+        failure.save()
+        owner_text = f", owner {owner}" if owner and plan else ""
+        due_text = f", due {due}" if due and plan else ""
+        message = f"Resolution plan: {plan}{owner_text}{due_text}" if plan else "Resolution plan cleared"
+        _timeline(failure, now, TimelineKind.PLAN_SET, actor, message,
+                  {"plan": plan, "owner": owner.pk if owner and plan else None,
+                   "due": due.isoformat() if due and plan else None})  # fmt: skip
+        audit_record(actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before,
+                     after=row_state(failure))  # fmt: skip
+    return failure
