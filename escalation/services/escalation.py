@@ -26,7 +26,7 @@ from escalation.models import (
 from escalation.models.failures import OPEN_Q, TimelineKind
 from escalation.services import sla
 from escalation.services.config import RoutingConfig, routing_config
-from escalation.services.notifications import Message, failure_summary, failure_url, notifications_write
+from escalation.services.notifications import Message, failure_summary, failure_url, message_text, notifications_write
 from escalation.services.routing import role_team
 from portal.audit import Actor
 
@@ -249,21 +249,10 @@ def _message(failure: Failure, step: str, target, key: str, names: dict[int, str
 
 
 def _message_add(message: Message, failure: Failure, names: dict[int, str]) -> None:
-    summary = failure_summary(failure, teams=names)
     message.failure_ids.append(failure.pk)
-    message.data["failures"].append(summary)
-    first = message.data["failures"][0]
-    count = len(message.failure_ids)
-    what = f"{first['type']} in {first['repository']} ({first['branch']}): {first['job']}"
-    more = f" and {count - 1} more with the same cause" if count > 1 else ""
-    message.subject = f"[{S(message.step).label}] {what}{more}"
+    message.data["failures"].append(failure_summary(failure, teams=names))
+    message.subject, message.body = message_text(S(message.step).label, message.data["failures"])
     message.data["title"] = message.subject
-    lines = [message.subject, ""]
-    for item in message.data["failures"]:
-        due = f", SLA due {item['sla_due_at']}" if item["sla_due_at"] else ""
-        lines.append(f"- #{item['id']} {item['type']} {item['repository']}:{item['branch']} {item['job']}")
-        lines.append(f"  owner {item['owner']}{due}: {item['url']}")
-    message.body = "\n".join(lines)
 
 
 @dataclass
@@ -308,7 +297,7 @@ def _recipients(config: RoutingConfig, targets: _Targets, failure: Failure, step
 
 
 def _groups_join(failures: list[Failure], *, now: datetime) -> None:
-    """Storm control: put each claimed failure not yet in a group into one, by error signature.
+    """Storm control: lock the claimed failures' groups; put each failure not yet in a group into one.
 
     Failures with one signature first seen within STORM_WINDOW of the group's first member share the
     group (across jobs and repositories); so do the failures one report opened at once. A
@@ -316,6 +305,7 @@ def _groups_join(failures: list[Failure], *, now: datetime) -> None:
     """
     keyed: dict[str, list[Failure]] = defaultdict(list)
     uploads: dict[str, list[Failure]] = defaultdict(list)
+    joined = {failure.group.key for failure in failures if failure.group_id is not None}
     for failure in failures:
         if failure.group_id is None and failure.signature:
             keyed[f"signature:{failure.signature}"].append(failure)
@@ -323,9 +313,10 @@ def _groups_join(failures: list[Failure], *, now: datetime) -> None:
             uploads[_upload_key(failure)].append(failure)
     for key, members in uploads.items():
         keyed[key].extend(members)
+    # One statement takes every lock, in key order: two sweeps never wait on each other crosswise.
+    _lock_keys(sorted(set(keyed) | joined))
     if not keyed:
         return
-    _lock_keys(sorted(keyed))
     existing: dict[str, list[FailureGroup]] = defaultdict(list)
     earliest = min(f.first_seen_at for members in keyed.values() for f in members)
     for group in FailureGroup.objects.filter(key__in=list(keyed), window_ends_at__gte=earliest).order_by("id"):
@@ -365,7 +356,7 @@ def _window_end(key: str, failure: Failure) -> datetime:
 
 
 def _lock_keys(keys: list[str]) -> None:
-    if connection.vendor != "postgresql":
+    if not keys or connection.vendor != "postgresql":
         return  # SQLite runs one writer at a time
     ids = sorted(int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big", signed=True) for k in keys)
     with connection.cursor() as cursor:
