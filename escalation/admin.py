@@ -14,6 +14,8 @@ from escalation.models import (
     CIEvent,
     CIJob,
     CIRun,
+    ClockPause,
+    Escalation,
     Failure,
     Identity,
     IngestSource,
@@ -28,7 +30,13 @@ from escalation.models import (
 from escalation.models.failures import OPEN_Q
 from escalation.selectors import failures_breached, failures_not_breached, failures_similar
 from escalation.services import configuration
-from escalation.services.failures import failure_correct_type, failures_acknowledge, failures_resolve
+from escalation.services.failures import (
+    failure_correct_type,
+    failure_mark_complex,
+    failure_plan_set,
+    failures_acknowledge,
+    failures_resolve,
+)
 from portal.audit import Actor
 from portal.errors import PortalError
 
@@ -182,9 +190,34 @@ class TimelineInline(admin.TabularInline):
         return False
 
 
+class EscalationInline(admin.TabularInline):
+    model = Escalation
+    fields = ["step", "due_at", "at", "group", "recipients"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class ClockPauseInline(EscalationInline):
+    model = ClockPause
+    fk_name = "failure"
+    fields = ["started_at", "ended_at", "reason", "cause"]
+    readonly_fields = fields
+
+
 class FailureActionForm(ActionForm):
     failure_type = forms.ChoiceField(choices=[("", "(type for 'correct type')"), *FailureType.choices], required=False)
-    note = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "note / reason"}))
+    note = forms.CharField(
+        required=False, widget=forms.TextInput(attrs={"placeholder": "note / reason / resolution plan"})
+    )
+    plan_owner = forms.ModelChoiceField(Person.objects.all(), required=False, empty_label="(plan owner)")
+    plan_due = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
 
 @admin.register(Failure)
@@ -198,6 +231,7 @@ class FailureAdmin(admin.ModelAdmin):
         "job_name",
         "owner_team",
         "sla_due_at",
+        "escalation_level",
         "occurrence_count",
         "first_seen_at",
     ]
@@ -206,8 +240,15 @@ class FailureAdmin(admin.ModelAdmin):
     list_select_related = ["repository", "owner_team"]
     date_hierarchy = "first_seen_at"
     action_form = FailureActionForm
-    actions = ["acknowledge", "resolve_fixed", "resolve_false_positive", "correct_type"]
-    inlines = [TimelineInline]
+    actions = [
+        "acknowledge",
+        "resolve_fixed",
+        "resolve_false_positive",
+        "correct_type",
+        "set_resolution_plan",
+        "mark_complex",
+    ]
+    inlines = [EscalationInline, ClockPauseInline, TimelineInline]
     readonly_fields = ["audit_log"]
 
     def get_readonly_fields(self, request, obj=None):
@@ -292,6 +333,58 @@ class FailureAdmin(admin.ModelAdmin):
         if changed:
             self.message_user(request, f"{changed} failure(s) now {failure_type}.")
 
+    def _each(self, request, queryset: QuerySet, call, done: str) -> None:
+        """Call a one-failure service for each selected failure; a refused one does not hide the others."""
+        changed, errors = 0, {}
+        for failure_id in queryset.values_list("id", flat=True):
+            try:
+                call(failure_id)
+            except PortalError as exc:
+                errors[exc.detail] = None
+                continue
+            changed += 1
+        for detail in errors:
+            self.message_user(request, detail, level=messages.ERROR)
+        if changed:
+            self.message_user(request, f"{changed} failure(s) {done}.")
+
+    @admin.action(description="Set the resolution plan (note = plan; empty clears it)", permissions=["plan"])
+    def set_resolution_plan(self, request, queryset):
+        form = FailureActionForm(request.POST)
+        form.is_valid()
+        data = form.cleaned_data
+        self._each(
+            request,
+            queryset,
+            lambda failure_id: failure_plan_set(
+                failure_id=failure_id,
+                plan=data.get("note") or "",
+                owner=data.get("plan_owner"),
+                due=data.get("plan_due"),
+                actor=admin_actor(request),
+                now=timezone.now(),
+            ),
+            "got the plan",
+        )
+
+    @admin.action(description="Mark complex (database tests: the 8-hour budget)", permissions=["mark_complex"])
+    def mark_complex(self, request, queryset):
+        note = request.POST.get("note", "")
+        self._each(
+            request,
+            queryset,
+            lambda failure_id: failure_mark_complex(
+                failure_id=failure_id, actor=admin_actor(request), now=timezone.now(), note=note
+            ),
+            "marked complex",
+        )
+
+    def has_plan_permission(self, request):
+        return request.user.has_perm("escalation.set_resolution_plan")
+
+    def has_mark_complex_permission(self, request):
+        return request.user.has_perm("escalation.mark_failure_complex")
+
     def has_acknowledge_permission(self, request):
         return request.user.has_perm("escalation.acknowledge_failure")
 
@@ -334,4 +427,5 @@ class CIEventAdmin(ReadOnlyAdmin):
 
 
 import escalation.admin_classification  # noqa: E402, F401 - registers rules, rule changes and triage
+import escalation.admin_notifications  # noqa: E402, F401 - registers the engine, channels, trackers and the outbox
 import escalation.admin_reports  # noqa: E402, F401 - registers the CI-native ingestion pages

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class EscalationConfig(AppConfig):
@@ -7,3 +8,12 @@ class EscalationConfig(AppConfig):
 
     def ready(self) -> None:
         from escalation.api import schema  # noqa: F401 - registers the OpenAPI auth extension
+
+        post_migrate.connect(_schedules_ensure, sender=self, dispatch_uid="escalation.schedules_ensure")
+
+
+def _schedules_ensure(sender, using, **kwargs) -> None:
+    """After every migrate: the django-q2 schedules declared in escalation.services.engine.SCHEDULES."""
+    from escalation.services.engine import schedules_ensure
+
+    schedules_ensure(using=using)

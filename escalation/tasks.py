@@ -15,3 +15,25 @@ def rule_change_apply(change_id: int) -> str:
     """Re-type the failures of an applied rule change too large to apply inside a request."""
     change = rule_changes.rule_change_apply_effects(change_id=change_id, now=timezone.now())
     return f"rule change #{change_id}: {change.status}, {change.progress_done} of {change.progress_total} failures"
+
+
+def sla_sweep() -> str:
+    """Scheduled every minute ("sla-sweep"): take the escalation steps now due, then record the sweep's beat."""
+    from escalation.services import engine
+
+    return engine.engine_sla_sweep(now=timezone.now()).summary()
+
+
+def engine_heartbeat() -> str:
+    """Scheduled every minute ("engine-heartbeat"): /readyz/engine reports the worker stale when this stops."""
+    from escalation.services import engine
+
+    beat = engine.engine_heartbeat(now=timezone.now())
+    return f"worker heartbeat at {beat.at:%H:%M:%S}"
+
+
+def notifications_deliver() -> str:
+    """Scheduled every minute ("notifications-deliver"): one delivery pass over the outbox."""
+    from escalation.services import notifications
+
+    return notifications.notifications_deliver(now=timezone.now()).summary()

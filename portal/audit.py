@@ -41,8 +41,9 @@ class Actor:
         return cls(label=f"command:{name}", source=ChangeSource.COMMAND)
 
 
-# Never copied into the audit log, which every role can read.
-SECRET_FIELDS = frozenset({"token_hash", "webhook_secret"})
+# Never copied into the audit log, which every role can read: token hashes, webhook secrets, the
+# signing secrets of notification channels and the API tokens of ticket trackers.
+SECRET_FIELDS = frozenset({"token_hash", "webhook_secret", "secret", "token"})
 
 
 def row_state(obj: models.Model) -> dict[str, Any]:

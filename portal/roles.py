@@ -22,6 +22,8 @@ OWNER_ROLES = (
     R.SENIOR_DEV_TRIAGE,
 )
 
+NOTIFICATION_ADMINS = (R.QA_ANALYST, R.SCRUM_MASTER, R.DEVOPS_SPECIALIST, R.CICD_SPECIALIST)
+
 
 def _crud(app_label: str, *models: str) -> tuple[str, ...]:
     return tuple(f"{app_label}.{verb}_{model}" for model in models for verb in ("add", "change", "delete"))
@@ -103,6 +105,35 @@ CAPABILITIES: tuple[Capability, ...] = (
         _crud("escalation", "ingestsource") + ("escalation.view_ingestsource",),
         (R.DEVOPS_SPECIALIST, R.CICD_SPECIALIST),
     ),
+    # the SLA engine (issue 6)
+    Capability(
+        "View escalations, clock pauses, failure groups, notifications, channels, trackers and the engine's health",
+        tuple(
+            f"escalation.view_{m}"
+            for m in (
+                "escalation",
+                "clockpause",
+                "failuregroup",
+                "notification",
+                "notificationchannel",
+                "tickettracker",
+                "enginebeat",
+            )
+        ),
+        ALL_ROLES,
+    ),
+    Capability("Set a failure's resolution plan", ("escalation.set_resolution_plan",), OWNER_ROLES),
+    Capability(
+        "Mark a failure complex",
+        ("escalation.mark_failure_complex",),
+        (R.QA_ANALYST, R.DATABASE_SPECIALIST, R.SENIOR_DEV_TRIAGE),
+    ),
+    Capability(
+        "Manage notification channels and ticket trackers",
+        _crud("escalation", "notificationchannel", "tickettracker"),
+        NOTIFICATION_ADMINS,
+    ),
+    Capability("Retry dead notifications", ("escalation.retry_notification",), NOTIFICATION_ADMINS),
 )
 
 

@@ -112,6 +112,21 @@ PORTAL_RULE_PREVIEW_DAYS = env_int("PORTAL_RULE_PREVIEW_DAYS", 30, minimum=1)
 PORTAL_RULE_SYNC_LIMIT = env_int("PORTAL_RULE_SYNC_LIMIT", 2000)
 PORTAL_MAX_REPORT_BYTES = env_int("PORTAL_MAX_REPORT_BYTES", 25 * 1024 * 1024, minimum=1024)
 PORTAL_MAX_WEBHOOK_BYTES = env_int("PORTAL_MAX_WEBHOOK_BYTES", 5 * 1024 * 1024, minimum=1024)
+# Notification delivery: HTTP timeout (s) of every outbound call, retry backoff base (s, doubling, capped at 1 h),
+# attempts before an outbox entry becomes a dead letter.
+PORTAL_HTTP_TIMEOUT = env_int("PORTAL_HTTP_TIMEOUT", 10, minimum=1)
+PORTAL_NOTIFY_BACKOFF_SECONDS = env_int("PORTAL_NOTIFY_BACKOFF_SECONDS", 30, minimum=1)
+PORTAL_NOTIFY_MAX_ATTEMPTS = env_int("PORTAL_NOTIFY_MAX_ATTEMPTS", 8, minimum=1)
+PORTAL_ENGINE_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_ENGINE_HEARTBEAT_STALE_SECONDS", 120, minimum=1)
+PORTAL_ENGINE_SWEEP_STALE_SECONDS = env_int("PORTAL_ENGINE_SWEEP_STALE_SECONDS", 300, minimum=1)
+
+# E-mail channels send through Django's SMTP backend.
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ci-portal@localhost")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -62,3 +62,12 @@ for _role in Role:
 def outsider(db):
     """A staff user with no role."""
     return UserFactory(username="outsider")
+
+
+@pytest.fixture
+def recorder():
+    """A local HTTP server that records requests and answers from a script per path (tests/recorder.py)."""
+    from tests.recorder import Recorder
+
+    with Recorder() as server:
+        yield server

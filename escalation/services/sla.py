@@ -179,7 +179,7 @@ def _pauses_start(*, now: datetime, actor: Actor) -> list[int]:
 def _pauses_end(*, now: datetime, actor: Actor) -> list[int]:
     """End the pauses whose cause is resolved, whose failure moved on to another run, or whose failure resolved."""
     pauses = list(
-        ClockPause.objects.select_for_update(skip_locked=True, of=("self",))
+        ClockPause.objects.select_for_update(skip_locked=True, of=("self", "failure"))
         .filter(ended_at__isnull=True)
         .filter(
             ~Q(cause__status__in=OPEN_STATUSES)

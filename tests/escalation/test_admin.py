@@ -130,6 +130,12 @@ def test_a_resolved_failure_is_never_overdue(api, qa_analyst):
             {"status": FailureStatus.OPEN, "failure_type": FailureType.CI_RUNNER},
             TimelineKind.TYPE_CORRECTED,
         ),
+        (
+            "set_resolution_plan",
+            {"plan_due": "2099-01-31"},
+            {"status": FailureStatus.OPEN, "resolution_plan": "seen"},
+            TimelineKind.PLAN_SET,
+        ),
     ],
 )
 def test_a_failure_action_changes_the_row_and_writes_timeline_and_audit(api, qa_analyst, action, extra, expected, kind):

@@ -226,3 +226,20 @@ def test_the_failure_api_shows_the_ladder(api, channels, ingest_token):
     listed = api.get("/api/v1/failures/", {"breached": "true"}).json()["results"]
     assert [f["id"] for f in listed] == [failure.pk]
     assert listed[0]["at_risk"] is False  # breached, no longer merely at risk
+
+
+def test_the_admin_marks_a_database_test_complex_and_refuses_other_types(api, database_specialist, client):
+    database = open_failure(api, "database_test", job="migrations")
+    unit = open_failure(api, "unit_test", job="unit")
+    client.force_login(database_specialist)
+    response = client.post(
+        "/admin/escalation/failure/",
+        {"action": "mark_complex", "_selected_action": [database.pk, unit.pk], "note": "three-way migration"},
+        follow=True,
+    )
+    shown = [(m.level_tag, m.message) for m in response.context["messages"]]
+    assert ("error", "a unit_test failure has no complex SLA budget in its matrix row") in shown
+    assert ("info", "1 failure(s) marked complex.") in shown
+    database.refresh_from_db()
+    assert database.is_complex and database.sla_due_at == OPENED + timedelta(hours=8)
+    assert "three-way migration" in database.timeline.get(kind="marked_complex").message

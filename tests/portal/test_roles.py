@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
@@ -29,7 +30,20 @@ from escalation.choices import (
     RuleChangeStatus,
     TriageVerdict,
 )
-from escalation.models import ClassificationRule, Failure, IngestSource, MatrixRow, Team
+from escalation.models import (
+    ClassificationRule,
+    ClockPause,
+    EngineBeat,
+    Escalation,
+    Failure,
+    FailureGroup,
+    IngestSource,
+    MatrixRow,
+    Notification,
+    NotificationChannel,
+    Team,
+    TicketTracker,
+)
 from escalation.services.failures import failure_correct_type, failures_acknowledge, failures_resolve
 from escalation.services.rule_changes import rule_change_apply, rule_change_submit
 from escalation.services.sources import source_create
@@ -243,6 +257,79 @@ def probe_apply_rule_change(ctx: Ctx, allowed: bool) -> None:
     assert ClassificationRule.objects.get(pk=rule.pk).version == 1
 
 
+ENGINE_MODELS = (Escalation, ClockPause, FailureGroup, Notification, NotificationChannel, TicketTracker, EngineBeat)
+
+
+def probe_view_engine(ctx: Ctx, allowed: bool) -> None:
+    """The engine's records: every one of their admin pages, and the view permission of each model."""
+    EngineBeat.objects.create(name="worker", at=timezone.now())
+    perms = [f"escalation.view_{model._meta.model_name}" for model in ENGINE_MODELS]
+    assert {perm: ctx.user.has_perm(perm) for perm in perms} == dict.fromkeys(perms, allowed)
+    urls = [
+        reverse(f"admin:escalation_{model._meta.model_name}_changelist")
+        for model in ENGINE_MODELS
+        if admin.site.is_registered(model)
+    ]
+    assert reverse("admin:escalation_enginebeat_changelist") in urls
+    expected = 200 if allowed else 403
+    assert {url: ctx.client.get(url).status_code for url in urls} == dict.fromkeys(urls, expected)
+
+
+def probe_resolution_plan(ctx: Ctx, allowed: bool) -> None:
+    assert ctx.user.has_perm("escalation.set_resolution_plan") is allowed
+    assert ("set_resolution_plan" in offered_actions(ctx.client)) is allowed
+
+
+def probe_mark_complex(ctx: Ctx, allowed: bool) -> None:
+    assert ctx.user.has_perm("escalation.mark_failure_complex") is allowed
+    assert ("mark_complex" in offered_actions(ctx.client)) is allowed
+
+
+def _probe_add_form(ctx: Ctx, allowed: bool, model, data: dict) -> None:
+    """POST the admin add form; a row appears exactly when allowed."""
+    url = reverse(f"admin:escalation_{model._meta.model_name}_add")
+    before = model.objects.count()
+    get = ctx.client.get(url)
+    response = ctx.client.post(url, {**data, "_save": "Save"})
+    if allowed:
+        assert get.status_code == 200
+        assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+        assert model.objects.count() == before + 1
+    else:
+        assert (get.status_code, response.status_code) == (403, 403)
+        assert model.objects.count() == before
+
+
+def probe_channels_and_trackers(ctx: Ctx, allowed: bool) -> None:
+    qa, backend = Team.objects.get(name="QA"), Team.objects.exclude(name="QA").order_by("name").first()
+    _probe_add_form(ctx, allowed, NotificationChannel, {
+        "team": qa.pk, "kind": "slack", "name": "#qa-alerts", "url": "https://hooks.slack.example/T1/B2",
+        "secret": "", "email_to": "", "rate_limit_per_minute": 20, "is_enabled": "on",
+    })  # fmt: skip
+    _probe_add_form(ctx, allowed, TicketTracker, {
+        "team": qa.pk, "kind": "github", "base_url": "https://api.github.com", "project": "acme/shop",
+        "user": "", "token": "ghp_secret", "issue_type": "Task", "labels": "ci", "is_enabled": "on",
+    })  # fmt: skip
+    channel = NotificationChannel.objects.create(team=backend, kind="webhook", name="hook",
+                                                 url="https://hooks.example/ci", secret="s3cret")  # fmt: skip
+    _probe_change_form(ctx, allowed, channel, {"name": "hook-renamed", "secret": ""}, lambda c: c.name)
+    assert channel.secret == "s3cret"  # left empty in the form: the stored secret stays
+    assert "s3cret" not in ctx.client.get(change_url(channel)).content.decode()  # shown to nobody
+    tracker = TicketTracker.objects.create(team=backend, kind="jira_v2", base_url="https://acme.example",
+                                           project="OPS", token="jira-token")  # fmt: skip
+    _probe_change_form(ctx, allowed, tracker, {"project": "OPS2", "token": ""}, lambda t: t.project)
+    assert tracker.token == "jira-token"
+    assert "jira-token" not in ctx.client.get(change_url(tracker)).content.decode()
+    if allowed:
+        assert (channel.name, tracker.project) == ("hook-renamed", "OPS2")
+        assert TicketTracker.objects.get(team=qa).token == "ghp_secret"
+
+
+def probe_retry_notifications(ctx: Ctx, allowed: bool) -> None:
+    assert ctx.user.has_perm("escalation.retry_notification") is allowed
+    assert ("retry" in offered_actions(ctx.client, reverse("admin:escalation_notification_changelist"))) is allowed
+
+
 PROBES: dict[str, Callable[[Ctx, bool], None]] = {
     "View failures, timelines, the matrix, rules, teams and the audit log": probe_view,
     "Acknowledge failures": probe_acknowledge,
@@ -254,6 +341,13 @@ PROBES: dict[str, Callable[[Ctx, bool], None]] = {
     "Apply a previewed classification rule change": probe_apply_rule_change,
     "Edit teams, people, ownership rules and branch policy": probe_teams,
     "Manage ingest sources and their tokens": probe_ingest_sources,
+    "View escalations, clock pauses, failure groups, notifications, channels, trackers and the engine's health": (
+        probe_view_engine
+    ),
+    "Set a failure's resolution plan": probe_resolution_plan,
+    "Mark a failure complex": probe_mark_complex,
+    "Manage notification channels and ticket trackers": probe_channels_and_trackers,
+    "Retry dead notifications": probe_retry_notifications,
 }
 
 ALLOWED = [pytest.param(cap, role.value, id=f"{cap.name} | {role.value}") for cap in CAPABILITIES for role in cap.roles]

@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 
-from escalation.choices import FailureType, Resolution, Role, Severity
-from escalation.models import CredentialRotation, Failure, Finding
+from escalation.choices import EscalationStep, FailureType, Resolution, Role, Severity
+from escalation.models import CredentialRotation, Failure, Finding, Team, TicketTracker
 from escalation.models.failures import OPEN_Q
 from escalation.services.failures import failures_resolve
+from escalation.services.notifications import Message, failure_summary, notifications_write
 from escalation.services.reports.upload import FailingItem, Upload, clean, item_label, items_report, short_hash
 from escalation.services.routing import person_for_author, role_team
 
@@ -200,7 +201,8 @@ def _item(parsed: ParsedFinding, row: Finding) -> FailingItem:
 
 
 def _rotations_open(upload: Upload, failures: list[Failure], rows: list[Finding]) -> None:
-    """A credential-rotation task for each secret failure, assigned to the committer and Security at once."""
+    """A credential-rotation task for each secret failure, assigned to the committer and Security at once,
+    with a ticket to Security's tracker."""
     if not failures:
         return
     committers = {row.failure_id: row.committer for row in rows if row.failure_id}
@@ -225,6 +227,29 @@ def _rotations_open(upload: Upload, failures: list[Failure], rows: list[Finding]
             )
         )
     CredentialRotation.objects.bulk_create(tasks)
+    _rotation_tickets(upload, [task.failure for task in tasks], security)
+
+
+def _rotation_tickets(upload: Upload, failures: list[Failure], security: int | None) -> None:
+    """A ticket to the security team's tracker for each new rotation task, in the outbox with the task."""
+    tracker = TicketTracker.objects.filter(team_id=security).first() if security and failures else None
+    if tracker is None:
+        return
+    team_ids = {t for f in failures for t in (f.owner_team_id, f.secondary_team_id) if t}
+    teams = dict(Team.objects.filter(pk__in=team_ids).values_list("pk", "name"))
+    messages = []
+    for failure in failures:
+        summary = failure_summary(failure, teams=teams)
+        subject = f"Rotate the leaked credential: {summary['repository']} {summary['branch']} (failure #{failure.pk})"
+        label = "Credential rotation: rotate the leaked credential, then confirm the rotation in the portal"
+        body = f"{label}\n\n{subject}\n{summary['url']}"
+        data = {"step": EscalationStep.TICKET, "step_label": label, "title": subject, "failures": [summary],
+                "group": None, "url": summary["url"]}  # fmt: skip
+        messages.append(
+            Message(subject=subject, body=body, data=data, failure_ids=[failure.pk], step=EscalationStep.TICKET,
+                    tracker=tracker, dedupe_key=f"rotation:{failure.pk}:ticket")
+        )  # fmt: skip
+    notifications_write(messages, now=upload.now)
 
 
 def _scopes_resolve(upload: Upload, scopes: set[tuple[str, str]], still_found: set[int]) -> None:

@@ -7,6 +7,8 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from escalation.services.engine import schedules_ensure
+
 
 class Command(BaseCommand):
     help = "Run the web server (gunicorn) and one django-q2 worker together; Ctrl-C stops both."
@@ -16,6 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=2)
 
     def handle(self, *args, bind, web_workers, **options):
+        # migrate wrote them already; idempotent, so the worker never starts without its schedules
+        scheduled = schedules_ensure()
         python = sys.executable
         web = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             [
@@ -33,6 +37,7 @@ class Command(BaseCommand):
         )
         worker = subprocess.Popen([python, "manage.py", "qcluster"], cwd=settings.BASE_DIR)  # noqa: S603
         self.stdout.write(f"The portal runs at http://{bind}/ (admin at http://{bind}/admin/). Ctrl-C stops it.")
+        self.stdout.write(f"The worker runs {scheduled} schedules (admin: Tasks > Scheduled tasks).")
         children = [web, worker]
 
         def stop(signum, frame):
