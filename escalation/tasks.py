@@ -18,10 +18,15 @@ def rule_change_apply(change_id: int) -> str:
 
 
 def sla_sweep() -> str:
-    """Scheduled every minute ("sla-sweep"): take the escalation steps now due, then record the sweep's beat."""
-    from escalation.services import engine
+    """Scheduled every minute ("sla-sweep"): take the escalation steps now due and record the sweep's beat;
+    then deliver what it queued at once rather than at the next delivery schedule."""
+    from escalation.services import engine, notifications
 
-    return engine.engine_sla_sweep(now=timezone.now()).summary()
+    swept = engine.engine_sla_sweep(now=timezone.now())
+    if not swept.notifications:
+        return swept.summary()
+    delivered = notifications.notifications_deliver(now=timezone.now())
+    return f"{swept.summary()}; {delivered.summary()}"
 
 
 def engine_heartbeat() -> str:

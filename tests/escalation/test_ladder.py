@@ -1,5 +1,6 @@
 """The escalation ladder, step by step, as DESIGN.md's "Tiers and the escalation ladder" describes it."""
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -243,3 +244,23 @@ def test_the_admin_marks_a_database_test_complex_and_refuses_other_types(api, da
     database.refresh_from_db()
     assert database.is_complex and database.sla_due_at == OPENED + timedelta(hours=8)
     assert "three-way migration" in database.timeline.get(kind="marked_complex").message
+
+
+def test_the_scheduled_sweep_delivers_what_it_queued_at_once(api, recorder, monkeypatch):
+    from django.utils import timezone
+
+    from escalation import tasks
+
+    team = Team.objects.get(name="DevOps")
+    NotificationChannel.objects.create(team=team, kind="slack", name="#devops", url=recorder.url("/devops"))
+    recorder.script("/devops", 200)
+    failure = open_failure(api, "ci_runner")
+    monkeypatch.setattr(timezone, "now", lambda: OPENED + timedelta(seconds=20))
+
+    summary = tasks.sla_sweep()
+
+    assert "1 delivered" in summary
+    (request,) = recorder.to("/devops")
+    body = request.json()
+    assert failure.job_name in json.dumps(body["blocks"])
+    assert request.headers["notification-id"] == str(Notification.objects.get(channel__name="#devops").uid)
