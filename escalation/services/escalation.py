@@ -183,8 +183,30 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
     inserted = notifications_write(list(plan.messages.values()), now=now)
     Escalation.objects.bulk_create(plan.escalations, ignore_conflicts=True)
     TimelineEntry.objects.bulk_create(plan.entries)
-    Failure.objects.bulk_update(failures, ["next_step_at", "breached_at", "escalation_level", "group"])
+    _failures_store(failures)
     return _Batch(claimed=len(failures), steps=len(plan.escalations), notifications=len(inserted))
+
+
+_STORE_SQL = """
+    UPDATE escalation_failure AS f
+       SET next_step_at = v.next_step_at, breached_at = v.breached_at,
+           escalation_level = v.escalation_level, group_id = v.group_id
+      FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::smallint[], %s::bigint[])
+           AS v(id, next_step_at, breached_at, escalation_level, group_id)
+     WHERE f.id = v.id
+"""
+
+
+def _failures_store(failures: list[Failure]) -> None:
+    """The swept failures' new ladder state; on PostgreSQL one UPDATE from arrays (bulk_update's CASE per row
+    costs seconds of Python for a few thousand rows)."""
+    fields = ["next_step_at", "breached_at", "escalation_level", "group_id"]
+    if connection.vendor != "postgresql":
+        Failure.objects.bulk_update(failures, fields)
+        return
+    columns = [[f.pk for f in failures]] + [[getattr(f, name) for f in failures] for name in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(_STORE_SQL, columns)
 
 
 def _step(plan: _Plan, failure: Failure, due: Due, recipients: list, now: datetime, actor: Actor, note: str = ""):
@@ -343,7 +365,7 @@ def _groups_join(failures: list[Failure], *, now: datetime) -> None:
     FailureGroup.objects.bulk_create(new_groups)
     for failure in failures:
         if failure.group is not None and failure.group_id is None:
-            failure.group_id = failure.group.pk
+            failure.group = failure.group  # the group has its key now; assigning the object keeps it cached
     FailureGroup.objects.bulk_update(list(grown.values()), ["size"])
 
 
