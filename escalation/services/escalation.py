@@ -28,6 +28,7 @@ from escalation.services import sla
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.notifications import Message, failure_summary, failure_url, message_text, notifications_write
 from escalation.services.routing import role_team
+from escalation.services.statements import insert_many
 from portal.audit import Actor
 
 S = EscalationStep
@@ -181,8 +182,8 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
         done[failure.pk] |= steps
         failure.next_step_at = next_step_at(failure, team=team, done=done[failure.pk])
     inserted = notifications_write(list(plan.messages.values()), now=now)
-    Escalation.objects.bulk_create(plan.escalations, ignore_conflicts=True)
-    TimelineEntry.objects.bulk_create(plan.entries)
+    insert_many(plan.escalations)  # the claim makes each (failure, step) new; its unique index is the backstop
+    insert_many(plan.entries)
     _failures_store(failures)
     return _Batch(claimed=len(failures), steps=len(plan.escalations), notifications=len(inserted))
 

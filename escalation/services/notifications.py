@@ -1,5 +1,6 @@
 """The outbox: notifications are written with their cause and delivered later, at least once."""
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from django.urls import reverse
 
 from escalation.choices import NotificationStatus
 from escalation.models import Failure, Notification, NotificationChannel, TicketTracker, TimelineEntry, TimelineKind
+from escalation.services.statements import insert_many
 from escalation.transports import TransportError, transport_for
 from portal.audit import Actor, audit_bulk, audit_record, row_state
 from portal.models import AuditAction
@@ -35,7 +37,12 @@ class Message:
 
 def failure_url(failure_id: int) -> str:
     """The failure's page: every message links to it."""
-    return settings.PORTAL_BASE_URL + reverse("admin:escalation_failure_change", args=[failure_id])
+    return settings.PORTAL_BASE_URL + _failure_path().replace("/0/", f"/{int(failure_id)}/")
+
+
+@functools.cache
+def _failure_path() -> str:
+    return reverse("admin:escalation_failure_change", args=[0])  # resolved once: a sweep links thousands
 
 
 def failure_summary(failure: Failure, *, teams: dict[int, str]) -> dict:
@@ -105,7 +112,7 @@ def notifications_write(messages: list[Message], *, now: datetime) -> list[Notif
         for message in messages
         if message.dedupe_key not in taken
     ]
-    Notification.objects.bulk_create([row for row, _ in inserted], batch_size=1000)
+    insert_many([row for row, _ in inserted], keys_needed=True)
     through = Notification.failures.through
     links = [through(notification_id=row.pk, failure_id=i) for row, m in inserted for i in m.failure_ids]
     merged = []
@@ -122,7 +129,7 @@ def notifications_write(messages: list[Message], *, now: datetime) -> list[Notif
             row.data["title"] = row.subject
             merged.append(row)
     Notification.objects.bulk_update(merged, ["data", "subject", "body"])
-    through.objects.bulk_create(links, batch_size=2000, ignore_conflicts=True)
+    insert_many(links)
     return [row for row, _ in inserted]
 
 

@@ -9,6 +9,7 @@ of a bare literal from the target column. Identifiers come from the models, valu
 import functools
 
 from django.db import connection, models
+from psycopg.types.json import Jsonb
 
 
 def row_values(obj: models.Model, *, refs: dict[str, str] | None = None, cast: bool = True) -> tuple[str, str, list]:
@@ -117,3 +118,51 @@ def insert_chain(steps: list[tuple[str, models.Model, dict[str, str], str]]) -> 
     with connection.cursor() as cursor:
         cursor.execute("WITH " + ", ".join(parts) + f" SELECT {ids}", params)
         return list(cursor.fetchone())
+
+
+def copy_rows(rows: list[models.Model]) -> None:
+    """Insert unsaved rows of one model with COPY: for thousands of rows, far less work than an INSERT.
+
+    Rows whose auto key is unset get it from the table's default; set keys are stored as they are
+    (see ``next_ids``). Values go to psycopg as the row holds them, JSON wrapped as jsonb: fields
+    that compute their value on save (``auto_now``) are not supported. Runs in the caller's
+    transaction; a unique violation fails the whole COPY.
+    """
+    if not rows:
+        return
+    model = type(rows[0])
+    fields = [f for f in model._meta.concrete_fields if not (f.primary_key and getattr(rows[0], f.attname) is None)]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    names = [f.attname for f in fields]
+    json = {n for f, n in zip(fields, names, strict=True) if isinstance(f, models.JSONField)}
+    statement = f"COPY {_table(rows[0])} ({columns}) FROM STDIN"  # noqa: S608 - identifiers from _meta
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for row in rows:
+            values = row.__dict__
+            copy.write_row([Jsonb(values[n]) if n in json else values[n] for n in names])
+
+
+def next_ids(model: type[models.Model], count: int) -> list[int]:
+    """``count`` values of the model's id sequence, taken before a COPY that must know its rows' keys."""
+    if count == 0:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [model._meta.db_table, count],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def insert_many(rows: list[models.Model], *, keys_needed: bool = False) -> None:
+    """Many new rows of one model: COPY on PostgreSQL (keys taken first when the caller needs them),
+    ``bulk_create`` elsewhere (which sets the keys itself)."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        type(rows[0]).objects.bulk_create(rows, batch_size=1000)
+        return
+    if keys_needed:
+        for row, pk in zip(rows, next_ids(type(rows[0]), len(rows)), strict=True):
+            row.pk = pk
+    copy_rows(rows)
