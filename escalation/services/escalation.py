@@ -28,7 +28,7 @@ from escalation.services import sla
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.notifications import Message, failure_summary, failure_url, message_text, notifications_write
 from escalation.services.routing import role_team
-from escalation.services.statements import insert_many
+from escalation.services.statements import insert_many, insert_values
 from portal.audit import Actor
 
 S = EscalationStep
@@ -133,12 +133,16 @@ class _Batch:
     notifications: int = 0
 
 
+ESCALATION_COLUMNS = ["failure_id", "step", "due_at", "at", "group_id", "recipients"]
+TIMELINE_COLUMNS = ["failure_id", "at", "kind", "actor", "source", "message", "data"]
+
+
 @dataclass
 class _Plan:
     """What one batch will write."""
 
-    escalations: list[Escalation] = field(default_factory=list)
-    entries: list[TimelineEntry] = field(default_factory=list)
+    escalations: list[tuple] = field(default_factory=list)  # ESCALATION_COLUMNS
+    entries: list[tuple] = field(default_factory=list)  # TIMELINE_COLUMNS
     messages: dict[str, Message] = field(default_factory=dict)
     team_names: dict[int, str] = field(default_factory=dict)
 
@@ -182,8 +186,9 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
         done[failure.pk] |= steps
         failure.next_step_at = next_step_at(failure, team=team, done=done[failure.pk])
     inserted = notifications_write(list(plan.messages.values()), now=now)
-    insert_many(plan.escalations)  # the claim makes each (failure, step) new; its unique index is the backstop
-    insert_many(plan.entries)
+    # The claim makes each (failure, step) new; the unique index is the backstop.
+    insert_values(Escalation, ESCALATION_COLUMNS, plan.escalations)
+    insert_values(TimelineEntry, TIMELINE_COLUMNS, plan.entries)
     _failures_store(failures)
     return _Batch(claimed=len(failures), steps=len(plan.escalations), notifications=len(inserted))
 
@@ -223,29 +228,11 @@ def _step(plan: _Plan, failure: Failure, due: Due, recipients: list, now: dateti
         told.append({"team": team.name, "target": getattr(target, "name", None) or str(target)})
     if not recipients and not note:
         note = "nobody to tell: no channel or ticket tracker configured for the step's teams"
-    plan.escalations.append(
-        Escalation(
-            failure=failure,
-            step=due.step,
-            due_at=due.due_at,
-            at=now,
-            group=failure.group,
-            recipients=told or [{"note": note}],
-        )
-    )
+    plan.escalations.append((failure.pk, due.step, due.due_at, now, failure.group_id, told or [{"note": note}]))
     label = S(due.step).label
     names = ", ".join(sorted({f"{t['team']} ({t['target']})" for t in told})) or note
-    plan.entries.append(
-        TimelineEntry(
-            failure=failure,
-            at=now,
-            kind=TimelineKind.ESCALATED,
-            actor=actor.label,
-            source=actor.source,
-            message=f"{label}: {names}",
-            data={"step": due.step, "due_at": due.due_at.isoformat(), "recipients": told},
-        )
-    )
+    data = {"step": due.step, "due_at": due.due_at.isoformat(), "recipients": told}
+    plan.entries.append((failure.pk, now, TimelineKind.ESCALATED, actor.label, actor.source, f"{label}: {names}", data))
 
 
 def _ref(failure: Failure) -> str:
@@ -363,7 +350,7 @@ def _groups_join(failures: list[Failure], *, now: datetime) -> None:
             failure.group = group
             if group.pk is not None:
                 grown[group.pk] = group
-    FailureGroup.objects.bulk_create(new_groups)
+    insert_many(new_groups, keys_needed=True)
     for failure in failures:
         if failure.group is not None and failure.group_id is None:
             failure.group = failure.group  # the group has its key now; assigning the object keeps it cached

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from escalation.choices import NotificationStatus
 from escalation.models import Failure, Notification, NotificationChannel, TicketTracker, TimelineEntry, TimelineKind
-from escalation.services.statements import insert_many
+from escalation.services.statements import insert_many, insert_values
 from escalation.transports import TransportError, transport_for
 from portal.audit import Actor, audit_bulk, audit_record, row_state
 from portal.models import AuditAction
@@ -114,7 +114,7 @@ def notifications_write(messages: list[Message], *, now: datetime) -> list[Notif
     ]
     insert_many([row for row, _ in inserted], keys_needed=True)
     through = Notification.failures.through
-    links = [through(notification_id=row.pk, failure_id=i) for row, m in inserted for i in m.failure_ids]
+    links = [(row.pk, failure_id) for row, m in inserted for failure_id in m.failure_ids]
     merged = []
     for message in messages:
         row = taken.get(message.dedupe_key)
@@ -122,14 +122,14 @@ def notifications_write(messages: list[Message], *, now: datetime) -> list[Notif
             continue
         listed = {item["id"] for item in row.data.get("failures", [])}
         added = [item for item in message.data.get("failures", []) if item["id"] not in listed]
-        links.extend(through(notification_id=row.pk, failure_id=item["id"]) for item in added)
+        links.extend((row.pk, item["id"]) for item in added)
         if added and row.status == NotificationStatus.PENDING and row.attempts == 0:
             row.data["failures"] = row.data.get("failures", []) + added
             row.subject, row.body = message_text(row.data.get("step_label", row.step), row.data["failures"])
             row.data["title"] = row.subject
             merged.append(row)
     Notification.objects.bulk_update(merged, ["data", "subject", "body"])
-    insert_many(links)
+    insert_values(through, ["notification_id", "failure_id"], links)
     return [row for row, _ in inserted]
 
 

@@ -166,3 +166,24 @@ def insert_many(rows: list[models.Model], *, keys_needed: bool = False) -> None:
         for row, pk in zip(rows, next_ids(type(rows[0]), len(rows)), strict=True):
             row.pk = pk
     copy_rows(rows)
+
+
+def insert_values(model: type[models.Model], names: list[str], rows: list[tuple]) -> None:
+    """Many new rows given as tuples of the ``names`` attributes: COPY on PostgreSQL without building model
+    instances (a sweep writes tens of thousands), ``bulk_create`` of instances elsewhere."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        model.objects.bulk_create([model(**dict(zip(names, row, strict=True))) for row in rows], batch_size=1000)
+        return
+    fields = [model._meta.get_field(name) for name in names]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    json = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    statement = f"COPY {connection.ops.quote_name(model._meta.db_table)} ({columns}) FROM STDIN"  # noqa: S608
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for row in rows:
+            if json:
+                row = list(row)
+                for i in json:
+                    row[i] = Jsonb(row[i])
+            copy.write_row(row)
