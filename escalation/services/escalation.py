@@ -133,6 +133,15 @@ class _Batch:
     notifications: int = 0
 
 
+# What the ladder and the messages read of a claimed failure: loading the other columns (a failure has
+# some fifty) would cost more than the rest of the sweep.
+SWEPT_FIELDS = [
+    *("failure_type", "status", "is_protected_branch", "matrix_snapshot", "branch", "job_name", "signature"),
+    *("first_seen_at", "triage_due_at", "triaged_at", "acknowledged_at", "ticket_due_at", "ticket_key"),
+    *("at_risk_at", "sla_due_at", "breached_at", "paused_at", "next_step_at", "escalation_level"),
+    *("resolution_plan", "owner_team_id", "secondary_team_id", "latest_run_id", "group", "repository__name"),
+    *("group__key", "group__size", "group__first_seen_at", "group__window_ends_at"),
+]
 ESCALATION_COLUMNS = ["failure_id", "step", "due_at", "at", "group_id", "recipients"]
 TIMELINE_COLUMNS = ["failure_id", "at", "kind", "actor", "source", "message", "data"]
 
@@ -152,6 +161,7 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
         Failure.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(OPEN_Q, next_step_at__lte=now)
         .select_related("repository", "group")
+        .only(*SWEPT_FIELDS)
         .order_by("next_step_at", "id")[:limit]
     )
     if not failures:
