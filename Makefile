@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-ingest bench-junit bench-classify clean
+.PHONY: run test lint bench-ingest bench-junit bench-classify bench-sla-sweep bench-breach-latency clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c "import ensurepip" 2>/dev/null || { \
@@ -36,6 +36,12 @@ bench-junit: $(STAMP)
 
 bench-classify: $(STAMP)
 	scripts/with-postgres.sh $(BIN)/python bench/classify.py $(BENCH_ARGS)
+
+bench-sla-sweep: $(STAMP)
+	scripts/with-postgres.sh $(BIN)/python bench/sla_sweep.py $(BENCH_ARGS)
+
+bench-breach-latency: $(STAMP)
+	scripts/with-postgres.sh $(BIN)/python bench/breach_latency.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -1,5 +1,6 @@
 """django-q2 entry points: read the clock, call one service, return a one-line summary."""
 
+from django.conf import settings
 from django.utils import timezone
 
 from escalation.services import rule_changes
@@ -18,15 +19,15 @@ def rule_change_apply(change_id: int) -> str:
 
 
 def sla_sweep() -> str:
-    """Scheduled every minute ("sla-sweep"): take the escalation steps now due and record the sweep's beat;
-    then deliver what it queued at once rather than at the next delivery schedule."""
-    from escalation.services import engine, notifications
+    """Scheduled every minute ("sla-sweep"): take the escalation steps due and deliver what they queued,
+    sweeping again every PORTAL_SWEEP_INTERVAL_SECONDS for PORTAL_SWEEP_LOOP_SECONDS."""
+    from escalation.services import engine
 
-    swept = engine.engine_sla_sweep(now=timezone.now())
-    if not swept.notifications:
-        return swept.summary()
-    delivered = notifications.notifications_deliver(now=timezone.now())
-    return f"{swept.summary()}; {delivered.summary()}"
+    return engine.engine_sweep_loop(
+        seconds=settings.PORTAL_SWEEP_LOOP_SECONDS,
+        interval=settings.PORTAL_SWEEP_INTERVAL_SECONDS,
+        clock=timezone.now,
+    )
 
 
 def engine_heartbeat() -> str:

@@ -1,5 +1,6 @@
 """Portal settings, read from the environment (see README "Configuration")."""
 
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -64,7 +65,9 @@ DATABASES = {
     "default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"), conn_max_age=0)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    if env_bool("PORTAL_DB_POOL", True):
+    # django-q2's qcluster forks its processes after Django has opened the database: a psycopg pool
+    # would be shared across the fork and break (django-q2/django-q2#209). The worker runs without one.
+    if env_bool("PORTAL_DB_POOL", sys.argv[1:2] != ["qcluster"]):
         DATABASES["default"]["OPTIONS"] = {
             "pool": {"min_size": 1, "max_size": env_int("PORTAL_DB_POOL_MAX", 20, minimum=1), "timeout": 10}
         }
@@ -119,6 +122,10 @@ PORTAL_NOTIFY_BACKOFF_SECONDS = env_int("PORTAL_NOTIFY_BACKOFF_SECONDS", 30, min
 PORTAL_NOTIFY_MAX_ATTEMPTS = env_int("PORTAL_NOTIFY_MAX_ATTEMPTS", 8, minimum=1)
 PORTAL_ENGINE_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_ENGINE_HEARTBEAT_STALE_SECONDS", 120, minimum=1)
 PORTAL_ENGINE_SWEEP_STALE_SECONDS = env_int("PORTAL_ENGINE_SWEEP_STALE_SECONDS", 300, minimum=1)
+# The sla-sweep task (every minute) keeps sweeping this long, every PORTAL_SWEEP_INTERVAL_SECONDS, so a
+# step is taken seconds after it comes due rather than up to a minute later; 0 sweeps once per task.
+PORTAL_SWEEP_LOOP_SECONDS = env_int("PORTAL_SWEEP_LOOP_SECONDS", 50)
+PORTAL_SWEEP_INTERVAL_SECONDS = env_int("PORTAL_SWEEP_INTERVAL_SECONDS", 5, minimum=1)
 
 # E-mail channels send through Django's SMTP backend.
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
@@ -161,7 +168,7 @@ SPECTACULAR_SETTINGS = {
 Q_CLUSTER = {
     "name": "portal",
     "orm": "default",
-    "workers": env_int("PORTAL_WORKERS", 1, minimum=1),
+    "workers": env_int("PORTAL_WORKERS", 2, minimum=1),  # the SLA sweep keeps one busy most of each minute
     "timeout": 120,
     "retry": 180,
     "max_attempts": 3,

@@ -28,6 +28,7 @@ def _fast_passwords(settings):
 @pytest.fixture(autouse=True)
 def _fresh_routing_config(settings):
     settings.PORTAL_CONFIG_CACHE_SECONDS = 0
+    settings.PORTAL_SWEEP_LOOP_SECONDS = 0  # the scheduled sweep task sweeps once (tests/portal/test_engine.py loops)
     config_changed()
     yield
     config_changed()

@@ -252,3 +252,17 @@ def test_the_admin_shows_the_heartbeat_and_the_sweep_with_their_ages(admin_clien
     assert "worker" in text and "sla_sweep" in text
     assert "10 min" in text and "0 failures swept" in text
     assert 'alt="True"' in text and 'alt="False"' in text  # the sweep is stale, the worker is not
+
+
+def test_the_sweep_loop_sweeps_every_interval_until_its_time_is_up(fake_sweep):
+    elapsed, slept = [0.0], []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        elapsed[0] += seconds
+
+    summary = engine.engine_sweep_loop(
+        seconds=20, interval=5, clock=timezone.now, sleep=sleep, timer=lambda: elapsed[0]
+    )
+    assert len(fake_sweep) == 5 and slept == [5, 5, 5, 5]  # at 0, 5, 10, 15 and 20 s: the next would pass 20 s
+    assert summary.count("3 failures swept") == 3  # the last three sweeps' summaries
