@@ -176,39 +176,36 @@ class OpenBranchFilter(admin.SimpleListFilter):
         return queryset.filter(branch=self.value()) if self.value() else queryset
 
 
-class TimelineInline(admin.TabularInline):
+class ReadOnlyInline(admin.TabularInline):
+    """A failure's own records, written only by the services."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class TimelineInline(ReadOnlyInline):
     model = TimelineEntry
     fields = ["at", "kind", "actor", "source", "message"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
-class EscalationInline(admin.TabularInline):
+class EscalationInline(ReadOnlyInline):
     model = Escalation
     fields = ["step", "due_at", "at", "group", "recipients"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
-class ClockPauseInline(EscalationInline):
+class ClockPauseInline(ReadOnlyInline):
     model = ClockPause
     fk_name = "failure"
     fields = ["started_at", "ended_at", "reason", "cause"]
-    readonly_fields = fields
 
 
 class FailureActionForm(ActionForm):
@@ -314,24 +311,14 @@ class FailureAdmin(admin.ModelAdmin):
     @admin.action(description="Correct type to the chosen type", permissions=["correct_type"])
     def correct_type(self, request, queryset):
         failure_type = request.POST.get("failure_type", "")
-        changed, errors = 0, {}
-        # Each failure is corrected on its own: a refused one must not hide the others' changes.
-        for failure_id in queryset.values_list("id", flat=True):
-            try:
-                failure_correct_type(
-                    failure_id=failure_id,
-                    failure_type=failure_type,
-                    actor=admin_actor(request),
-                    now=timezone.now(),
-                )
-            except PortalError as exc:
-                errors[exc.detail] = None
-                continue
-            changed += 1
-        for detail in errors:
-            self.message_user(request, detail, level=messages.ERROR)
-        if changed:
-            self.message_user(request, f"{changed} failure(s) now {failure_type}.")
+        self._each(
+            request,
+            queryset,
+            lambda failure_id: failure_correct_type(
+                failure_id=failure_id, failure_type=failure_type, actor=admin_actor(request), now=timezone.now()
+            ),
+            f"now {failure_type}",
+        )
 
     def _each(self, request, queryset: QuerySet, call, done: str) -> None:
         """Call a one-failure service for each selected failure; a refused one does not hide the others."""
