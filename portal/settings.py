@@ -124,7 +124,7 @@ PORTAL_ENGINE_HEARTBEAT_STALE_SECONDS = env_int("PORTAL_ENGINE_HEARTBEAT_STALE_S
 PORTAL_ENGINE_SWEEP_STALE_SECONDS = env_int("PORTAL_ENGINE_SWEEP_STALE_SECONDS", 300, minimum=1)
 # The sla-sweep task (every minute) keeps sweeping this long, every PORTAL_SWEEP_INTERVAL_SECONDS, so a
 # step is taken seconds after it comes due rather than up to a minute later; 0 sweeps once per task.
-PORTAL_SWEEP_LOOP_SECONDS = env_int("PORTAL_SWEEP_LOOP_SECONDS", 50)
+PORTAL_SWEEP_LOOP_SECONDS = env_int("PORTAL_SWEEP_LOOP_SECONDS", 58)
 PORTAL_SWEEP_INTERVAL_SECONDS = env_int("PORTAL_SWEEP_INTERVAL_SECONDS", 5, minimum=1)
 
 # E-mail channels send through Django's SMTP backend.

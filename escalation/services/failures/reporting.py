@@ -1,0 +1,309 @@
+"""Failures as CI reports them: open one, or count another occurrence of the open one."""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, connection, transaction
+
+from escalation.choices import OPEN_STATUSES
+from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
+from escalation.models.failures import OPEN_Q, TimelineKind
+from escalation.services import escalation, routing, sla
+from escalation.services.classification import Classification
+from escalation.services.config import RoutingConfig
+from escalation.services.failures.timeline import _timeline_entry
+from escalation.services.signatures import error_signature
+from escalation.services.statements import insert_from, insert_with_dependants
+from portal.audit import Actor, audit_bulk, audit_entry, row_state
+from portal.models import AuditAction
+
+
+def failure_fingerprint(*, repository: str, branch: str, job: str, failure_type: str) -> str:
+    """Stable across re-runs and attempts: the same job failing the same way is the same failure."""
+    key = "\x1f".join((repository, branch, job, failure_type))
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What a failing CI event says, as the failure services need it."""
+
+    repository: Repository
+    run: CIRun
+    event: CIEvent
+    job_name: str
+    seen_at: datetime
+    classification: Classification
+
+
+def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, now: datetime) -> tuple[Failure, bool]:
+    """Add an occurrence to the open failure with this fingerprint, or open one. True when opened.
+
+    Runs inside the caller's transaction. Two events racing to open the same failure meet at the
+    partial unique index: the loser's insert fails and it adds its occurrence to the winner's row.
+    """
+    fingerprint = failure_fingerprint(
+        repository=reported.repository.name,
+        branch=reported.run.branch,
+        job=reported.job_name,
+        failure_type=reported.classification.failure_type,
+    )
+    if connection.vendor == "postgresql":
+        failure, opened = _report_in_one_statement(
+            config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now
+        )
+        _with_owner(failure, config)
+        return failure, opened
+    failure = _recur(fingerprint, reported)
+    opened = False
+    if failure is None:
+        try:
+            with transaction.atomic():
+                failure = _open(config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now)
+                opened = True
+        except IntegrityError:
+            failure = _recur(fingerprint, reported)
+            if failure is None:
+                raise
+    FailureOccurrence.objects.create(failure=failure, event=reported.event, seen_at=reported.seen_at)
+    _with_owner(failure, config)
+    return failure, opened
+
+
+def _report_in_one_statement(
+    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime
+) -> tuple[Failure, bool]:
+    """PostgreSQL: the recurrence with its occurrence in one statement, else the new failure with its rows in one.
+
+    An event that loses the race to open the fingerprint finds its insert doing nothing (the winner has
+    committed by then, the partial unique index waited for it) and recurs on the winner's row.
+    """
+    failure = _recur(fingerprint, reported, with_occurrence=True)
+    if failure is not None:
+        return failure, False
+    failure = _open_in_one_statement(config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now)
+    if failure is not None:
+        return failure, True
+    failure = _recur(fingerprint, reported, with_occurrence=True)
+    if failure is None:
+        raise IntegrityError(f"no open failure {fingerprint} after a conflict on its open fingerprint")
+    return failure, False
+
+
+def failures_report_many(
+    *, config: RoutingConfig, reported: list[Reported], actor: Actor, now: datetime
+) -> list[tuple[Failure, bool]]:
+    """failure_report for the many failing items of one upload (tests of a JUnit file, findings of a scan).
+
+    The same rules in a few statements instead of several per item: lock the open failures of these
+    fingerprints, insert the new ones with their timeline and audit entries, count the occurrences.
+    A concurrent upload that opens one of the same fingerprints first makes the insert fail at the
+    partial unique index; the batch then rolls back to its savepoint and goes item by item.
+    """
+    fingerprints = [
+        failure_fingerprint(
+            repository=item.repository.name,
+            branch=item.run.branch,
+            job=item.job_name,
+            failure_type=item.classification.failure_type,
+        )
+        for item in reported
+    ]
+    try:
+        with transaction.atomic():
+            return _report_many(config, reported, fingerprints, actor, now)
+    except IntegrityError:
+        return [failure_report(config=config, reported=r, actor=actor, now=now) for r in reported]
+
+
+def _report_many(
+    config: RoutingConfig, reported: list[Reported], fingerprints: list[str], actor: Actor, now: datetime
+) -> list[tuple[Failure, bool]]:
+    wanted = sorted(set(fingerprints))
+    failures = {f.fingerprint: f for f in Failure.objects.select_for_update().filter(OPEN_Q, fingerprint__in=wanted)}
+    people: dict[str, object] = {}
+
+    def person_of(author: str):
+        if author not in people:
+            people[author] = routing.person_for_author(author)
+        return people[author]
+
+    new: dict[str, tuple[Failure, tuple[str, dict]]] = {}
+    for item, fingerprint in zip(reported, fingerprints, strict=True):
+        if fingerprint not in failures and fingerprint not in new:
+            new[fingerprint] = _new_failure(config=config, fingerprint=fingerprint, reported=item, person_of=person_of)
+    Failure.objects.bulk_create([failure for failure, _ in new.values()])
+    _opened(list(new.values()), actor=actor, now=now)
+    failures.update({fingerprint: failure for fingerprint, (failure, _) in new.items()})
+    answer, seen, recurred = [], set(), {}
+    for item, fingerprint in zip(reported, fingerprints, strict=True):
+        failure = failures[fingerprint]
+        opened = fingerprint in new and fingerprint not in seen
+        seen.add(fingerprint)
+        if not opened:
+            failure.occurrence_count += 1
+            failure.last_seen_at = max(failure.last_seen_at, item.seen_at)
+            failure.latest_run = item.run
+            recurred[fingerprint] = failure
+        answer.append((failure, opened))
+    Failure.objects.bulk_update(list(recurred.values()), ["occurrence_count", "last_seen_at", "latest_run"])
+    FailureOccurrence.objects.bulk_create(
+        FailureOccurrence(failure=failures[fingerprint], event=item.event, seen_at=item.seen_at)
+        for item, fingerprint in zip(reported, fingerprints, strict=True)
+    )
+    for failure in failures.values():
+        if failure.owner_team_id in config.teams:
+            failure.owner_team = config.teams[failure.owner_team_id]
+    return answer
+
+
+# What the receipt needs, in the model's field order as Model.from_db reads them (attname = column here).
+_RECUR_RETURNED = {"id", "failure_type", "status", "owner_team_id", "sla_due_at", "occurrence_count", "fingerprint"}
+_RECUR_FIELDS = [f.attname for f in Failure._meta.concrete_fields if f.attname in _RECUR_RETURNED]
+# One statement counts the occurrence and returns what the receipt needs; the UPDATE takes the
+# row lock itself. Ingestion runs it for every failing event, so it skips the ORM's read-modify-write.
+_RECUR_SQL = (
+    "UPDATE escalation_failure SET occurrence_count = occurrence_count + 1,"  # noqa: S608 - RETURNING names from _meta
+    " last_seen_at = CASE WHEN last_seen_at > %s THEN last_seen_at ELSE %s END, latest_run_id = %s"
+    " WHERE fingerprint = %s AND status IN (%s, %s)"
+    " RETURNING " + ", ".join(_RECUR_FIELDS)
+)
+
+
+def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = False) -> Failure | None:
+    """Count an occurrence on the open failure with this fingerprint; PostgreSQL may store the occurrence row too."""
+    seen_at = connection.ops.adapt_datetimefield_value(reported.seen_at)
+    params = [seen_at, seen_at, reported.run.pk, fingerprint, *(status.value for status in OPEN_STATUSES)]
+    if connection.vendor != "postgresql":  # SQLite's rows need the ORM's converters
+        rows = list(Failure.objects.raw(_RECUR_SQL, params))  # the other fields load lazily if read
+        return rows[0] if rows else None
+    sql = _RECUR_SQL
+    if with_occurrence:
+        occurrence = FailureOccurrence(event=reported.event, seen_at=reported.seen_at)
+        insert, occurrence_params = insert_from(occurrence, refs={"failure_id": "recurred.id"})
+        returned = ", ".join(_RECUR_FIELDS)
+        sql = f"WITH recurred AS ({sql}), occurrence AS ({insert}) SELECT {returned} FROM recurred"  # noqa: S608 - from _meta
+        params += occurrence_params
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else Failure.from_db(connection.alias, _RECUR_FIELDS, row)  # the rest load lazily
+
+
+def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime) -> Failure:
+    failure, note = _new_failure(config=config, fingerprint=fingerprint, reported=reported)
+    failure.save(force_insert=True)
+    _opened([(failure, note)], actor=actor, now=now)
+    return failure
+
+
+# The first free id, taken before the insert: the audit entry's "after" and the receipt name it.
+_NEXT_FAILURE_ID_SQL = "SELECT nextval(pg_get_serial_sequence('escalation_failure', 'id'))"
+
+
+def _open_in_one_statement(
+    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime
+) -> Failure | None:
+    """PostgreSQL: insert the failure with its occurrence, 'opened' timeline entry and audit entry in one CTE.
+
+    None when a concurrent event holds the open fingerprint: the insert waits for it at the partial
+    unique index and then does nothing, and so do the rows that depend on it; no savepoint is needed.
+    """
+    failure, (message, data) = _new_failure(
+        config=config, fingerprint=fingerprint, reported=reported, person_of=config.person_for
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_NEXT_FAILURE_ID_SQL)
+        failure.pk = cursor.fetchone()[0]
+    dependants = [
+        FailureOccurrence(failure=failure, event=reported.event, seen_at=reported.seen_at),
+        _timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data),
+        audit_entry(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure)),
+    ]
+    statuses = [status.value for status in OPEN_STATUSES]
+    on_conflict = f"ON CONFLICT (fingerprint) WHERE status IN ({', '.join(['%s'] * len(statuses))}) DO NOTHING"
+    if not insert_with_dependants(failure, on_conflict=on_conflict, conflict_params=statuses, dependants=dependants):
+        return None
+    failure._state.adding, failure._state.db = False, connection.alias
+    return failure
+
+
+def _with_owner(failure: Failure, config: RoutingConfig) -> None:
+    if failure.owner_team_id in config.teams:  # the receipt names the owner without another query
+        failure.owner_team = config.teams[failure.owner_team_id]
+
+
+def _new_failure(
+    *, config: RoutingConfig, fingerprint: str, reported: Reported, person_of=routing.person_for_author
+) -> tuple[Failure, tuple[str, dict]]:
+    """The failure a report opens, not yet saved, with its 'opened' timeline message and data."""
+    kind = reported.classification
+    row = config.matrix[kind.failure_type]
+    snapshot = routing.matrix_snapshot(row)
+    run = reported.run
+    route = routing.failure_route(
+        config=config,
+        snapshot=snapshot,
+        repository=reported.repository,
+        commit_author=run.commit_author,
+        changed_files=run.changed_files,
+        component=reported.job_name,
+        person_of=person_of,
+    )
+    protected = reported.repository.is_protected(run.branch)
+    opened_at = reported.seen_at
+    owner_team = config.teams.get(route.owner_team_id)
+    failure = Failure(
+        failure_type=kind.failure_type,
+        fingerprint=fingerprint,
+        repository=reported.repository,
+        branch=run.branch,
+        job_name=reported.job_name,
+        is_protected_branch=protected,
+        owner_team_id=route.owner_team_id,
+        secondary_team_id=route.secondary_team_id,
+        assignee=route.assignee,
+        first_seen_at=opened_at,
+        last_seen_at=opened_at,
+        latest_run=run,
+        matrix_snapshot=snapshot,
+        triage_due_at=sla.triage_due_at(opened_at=opened_at) if protected else None,
+        classified_by=kind.classified_by,
+        classification_rule_id=kind.rule_id,
+        classification_rule_version=kind.rule_version,
+        classification_text=kind.matched_text,
+        classification_event=reported.event,
+        tags=list(kind.tags),
+        signature=error_signature(reported.event.log_excerpt),
+    )
+    sla.failure_deadlines(failure, team=owner_team)
+    failure.next_step_at = escalation.next_step_at(failure, team=owner_team, done=set())
+    owner = owner_team.name if owner_team else "nobody"
+    branch_note = "" if protected else "; unprotected branch: recorded, never escalated"
+    return failure, (
+        f"Opened as {kind.failure_type} ({kind.classified_by}); owner {owner}{branch_note}",
+        {
+            "classified_by": kind.classified_by,
+            "rule_version": kind.rule_version,
+            "evidence": kind.matched_text,
+            "tags": list(kind.tags),
+        },
+    )
+
+
+def _opened(opened: list[tuple[Failure, tuple[str, dict]]], *, actor: Actor, now: datetime) -> None:
+    """The 'opened' timeline entries and audit entries of saved new failures, in two inserts."""
+    TimelineEntry.objects.bulk_create(
+        TimelineEntry(
+            failure=failure,
+            at=now,
+            kind=TimelineKind.OPENED,
+            actor=actor.label,
+            source=actor.source,
+            message=message,
+            data=data,
+        )
+        for failure, (message, data) in opened
+    )
+    audit_bulk(actor=actor, action=AuditAction.CREATE, changes=[(f, None, row_state(f)) for f, _ in opened], at=now)
