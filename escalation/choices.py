@@ -210,15 +210,16 @@ class RotationStatus(models.TextChoices):
 
 
 class EscalationStep(models.TextChoices):
-    """A rung of DESIGN.md's ladder. Each happens at most once per failure."""
+    """A rung of DESIGN.md's ladder (see README "SLA clock and the escalation ladder"). Each happens at most
+    once per failure. The labels head the messages."""
 
-    OPENED = "opened", "Opened (immediate tier: chat to primary and secondary owners)"
-    TICKET = "ticket", "Ticket opened"
-    TRIAGE_REMINDER = "triage_reminder", "QA triage reminder"
-    ACKNOWLEDGE_REMINDER = "acknowledge_reminder", "Security acknowledgement overdue"
-    AT_RISK = "at_risk", "At risk (75 % of the SLA budget)"
-    LEVEL_1 = "level_1", "Level 1: SLA breached"
-    LEVEL_2 = "level_2", "Level 2: breached at standup without a plan"
+    OPENED = "opened", "Opened"
+    TICKET = "ticket", "Ticket"
+    TRIAGE_REMINDER = "triage_reminder", "Triage reminder"
+    ACKNOWLEDGE_REMINDER = "acknowledge_reminder", "Acknowledgement overdue"
+    AT_RISK = "at_risk", "At risk"
+    LEVEL_1 = "level_1", "SLA breached (level 1)"
+    LEVEL_2 = "level_2", "Still breached at standup, no plan (level 2)"
 
 
 class ChannelKind(models.TextChoices):

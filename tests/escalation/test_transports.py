@@ -88,7 +88,7 @@ def test_slack_gets_a_block_kit_message_with_a_section_per_failure(recorder, fai
     assert body["text"] == entry.subject
     header, context, section = body["blocks"]
     assert header == {"type": "header", "text": {"type": "plain_text", "text": entry.subject}}
-    assert context == {"type": "context", "elements": [{"type": "mrkdwn", "text": "Level 1: SLA breached"}]}
+    assert context == {"type": "context", "elements": [{"type": "mrkdwn", "text": "SLA breached (level 1)"}]}
     assert section["type"] == "section" and section["text"]["type"] == "mrkdwn"
     text = section["text"]["text"]
     assert f"<{failure_url(failure.pk)}|#{failure.pk} unit_test in acme/shop main, job unit-tests>" in text
@@ -120,7 +120,7 @@ def test_the_webhook_body_is_signed_with_hmac_sha256_of_the_raw_body(recorder, f
     body = request.json()
     assert body["notification_id"] == str(entry.uid) == request.headers["notification-id"]
     assert body["timestamp"] == int(now.timestamp())
-    assert (body["step"], body["step_label"], body["subject"]) == ("level_1", "Level 1: SLA breached", entry.subject)
+    assert (body["step"], body["step_label"], body["subject"]) == ("level_1", "SLA breached (level 1)", entry.subject)
     [sent] = body["failures"]
     assert (sent["id"], sent["url"], sent["sla"]) == (failure.pk, failure_url(failure.pk), "due in 1h 20m")
     assert SECRET not in request.body.decode()
@@ -282,7 +282,7 @@ def test_jira_v2_gets_a_plain_text_description_with_basic_auth(recorder, failure
     assert fields["issuetype"] == {"name": "Task"}
     assert fields["labels"] == ["ci"]
     assert isinstance(fields["description"], str)
-    assert failure_url(failure.pk) in fields["description"] and "Level 1: SLA breached" in fields["description"]
+    assert failure_url(failure.pk) in fields["description"] and "SLA breached (level 1)" in fields["description"]
     failure.refresh_from_db()
     assert (failure.ticket_key, failure.ticket_url) == ("OPS-7", f"{recorder.base_url}/browse/OPS-7")
 
@@ -297,7 +297,7 @@ def test_jira_v3_gets_an_atlassian_document_format_description(recorder, failure
     doc = recorder.to("/rest/api/3/issue")[0].json()["fields"]["description"]
     assert (doc["type"], doc["version"]) == ("doc", 1)
     paragraph, bullets = doc["content"]
-    assert paragraph == {"type": "paragraph", "content": [{"type": "text", "text": "Level 1: SLA breached"}]}
+    assert paragraph == {"type": "paragraph", "content": [{"type": "text", "text": "SLA breached (level 1)"}]}
     assert bullets["type"] == "bulletList"
     [item] = bullets["content"]
     assert item["type"] == "listItem"
