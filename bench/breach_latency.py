@@ -367,15 +367,12 @@ def report(args, ids, due, messages, first, runs, receiver, load_before, log_tai
     print(f"  goal: p99 under {P99_GOAL_S:.0f} s: {p99:.1f} s{'' if not missing else ' (with breaches missing)'}, "
           f"{'met' if ok else 'NOT MET'}")  # fmt: skip
     print(
-        "  where the time goes: 'due -> sweep' is the wait for the next 'sla-sweep' run. The schedule ('I', 1 minute)\n"
-        "  runs once a minute (django-q2 calls its scheduler from the guard loop about every 30 s: cluster.py\n"
-        "  'counter >= 30', guard_cycle 0.5 s; next_run moves by exactly 1 minute), so a breach waits 0 to 60 s,\n"
-        "  uniformly: p99 about 59.5 to 60 s by construction, on the goal's edge. 'sweep -> arrival' is the delivery:\n"
-        "  the sla-sweep task delivers what it queued as soon as the sweep commits (one pass, up to 200 entries;\n"
-        "  the rest wait for the 'notifications-deliver' schedule, up to a minute more).\n"
-        "  Under 10 s: sweep every few seconds (a sweep task that loops for most of its minute, sweeping every 5 s\n"
-        "  or at the earliest next_step_at; django-q2's 'I' schedules cannot go below a minute and its scheduler\n"
-        "  looks every 30 s), delivering after each sweep as now."
+        "  where the time goes: 'due -> sweep' is the wait for the next sweep. The 'sla-sweep' schedule starts a\n"
+        "  task every minute, which sweeps every PORTAL_SWEEP_INTERVAL_SECONDS (5) for PORTAL_SWEEP_LOOP_SECONDS\n"
+        "  (58), so a breach waits 0 to about 5 s. 'sweep -> arrival' is the delivery: the task delivers what each\n"
+        "  sweep queued as soon as it commits (one pass, up to 200 entries; the rest wait for the\n"
+        "  'notifications-deliver' schedule). With PORTAL_SWEEP_LOOP_SECONDS=0 (one sweep a minute) a breach\n"
+        "  waits 0 to 60 s: django-q2's interval schedules go down to a minute only."
     )
     return 0 if ok else 1
 
