@@ -405,6 +405,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=2000, help="sla_sweep's batch_size (default 2000)")
     parser.add_argument("--repeat", type=int, default=3, help="sweeps measured per size (default 3)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of a sweep at the largest size")
+    parser.add_argument("--profile-sort", default="cumulative", help="pstats order, e.g. tottime")
     parser.add_argument("--seed", type=int, default=6)
     args = parser.parse_args()
     if args.open < args.due:
@@ -443,7 +444,7 @@ def main() -> int:
         reset(due_ids)
         profiled = sweep_once(now, args.batch_size, profile=True)
         out = io.StringIO()
-        pstats.Stats(profiled["profiler"], stream=out).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiled["profiler"], stream=out).sort_stats(args.profile_sort).print_stats(30)
         print(f"\n  cProfile of one more sweep at {rows[-1]['open']:,} open ({profiled['wall']:.2f} s wall):")
         print(out.getvalue())
     return 0 if ok else 1
