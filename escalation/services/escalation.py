@@ -96,7 +96,6 @@ class SweepResult:
     notifications: int = 0
     paused: int = 0
     resumed: int = 0
-    queries: int = 0
 
     def summary(self) -> str:
         return (
