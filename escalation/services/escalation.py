@@ -139,7 +139,6 @@ SWEPT_FIELDS = [
     *("first_seen_at", "triage_due_at", "triaged_at", "acknowledged_at", "ticket_due_at", "ticket_key"),
     *("at_risk_at", "sla_due_at", "breached_at", "paused_at", "next_step_at", "escalation_level"),
     *("resolution_plan", "owner_team_id", "secondary_team_id", "latest_run_id", "group", "repository__name"),
-    *("group__key", "group__size", "group__first_seen_at", "group__window_ends_at"),
 ]
 ESCALATION_COLUMNS = ["failure_id", "step", "due_at", "at", "group_id", "recipients"]
 TIMELINE_COLUMNS = ["failure_id", "at", "kind", "actor", "source", "message", "data"]
@@ -159,12 +158,18 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
     failures = list(
         Failure.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(OPEN_Q, next_step_at__lte=now)
-        .select_related("repository", "group")
+        .select_related("repository")
         .only(*SWEPT_FIELDS)
         .order_by("next_step_at", "id")[:limit]
     )
     if not failures:
         return _Batch()
+    # Groups are read after the claim, not joined in it: a row a concurrent sweep has just put into a new
+    # group is re-read by the claim's lock at its new version, but the join would still see the old snapshot.
+    groups = FailureGroup.objects.in_bulk({f.group_id for f in failures if f.group_id is not None})
+    for failure in failures:
+        if failure.group_id is not None:
+            failure.group = groups[failure.group_id]
     done: dict[int, set[str]] = defaultdict(set)
     for failure_id, step in Escalation.objects.filter(failure__in=failures).values_list("failure_id", "step"):
         done[failure_id].add(step)
@@ -319,7 +324,8 @@ def _groups_join(failures: list[Failure], *, now: datetime) -> None:
     """Storm control: lock the claimed failures' groups; put each failure not yet in a group into one.
 
     Failures with one signature first seen within STORM_WINDOW of the group's first member share the
-    group (across jobs and repositories); so do the failures one report opened at once. A
+    group (across jobs and repositories); so do the failures one report opened at once. A failure
+    alone with its signature gets no group until a second one comes; then both join one. A
     transaction-scoped advisory lock per key makes concurrent sweeps find the same group.
     """
     keyed: dict[str, list[Failure]] = defaultdict(list)
@@ -340,21 +346,24 @@ def _groups_join(failures: list[Failure], *, now: datetime) -> None:
     earliest = min(f.first_seen_at for members in keyed.values() for f in members)
     for group in FailureGroup.objects.filter(key__in=list(keyed), window_ends_at__gte=earliest).order_by("id"):
         existing[group.key].append(group)
+    partners = _earlier_partners(keyed, existing, exclude=[f.pk for f in failures])
     new_groups: list[FailureGroup] = []
     grown: dict[int, FailureGroup] = {}
+    pulled_in: list[tuple[int, FailureGroup]] = []
     for key, members in keyed.items():
         for failure in sorted(members, key=lambda f: (f.first_seen_at, f.pk)):
-            group = next(
-                (g for g in existing[key] if g.first_seen_at <= failure.first_seen_at <= g.window_ends_at), None
-            )
-            if group is None and key.startswith("upload:") and len(members) < 2:
-                continue  # a lone failure of a report or event is no storm
+            seen = failure.first_seen_at
+            group = next((g for g in existing[key] if g.first_seen_at <= seen <= g.window_ends_at), None)
             if group is None:
-                group = FailureGroup(
-                    key=key, first_seen_at=failure.first_seen_at, window_ends_at=_window_end(key, failure)
-                )
+                earlier = [p for p in partners.get(key, []) if p[1] <= seen]
+                if len(members) < 2 and not earlier:
+                    continue  # a lone failure is no storm; a later one with its cause will pull it in
+                first = min([seen, *(at for _, at in earlier)])
+                group = FailureGroup(key=key, first_seen_at=first, window_ends_at=_window_end(key, first))
                 existing[key].append(group)
                 new_groups.append(group)
+                pulled_in += [(pk, group) for pk, _ in earlier]
+                group.size += len(earlier)
             group.size += 1
             failure.group = group
             if group.pk is not None:
@@ -364,14 +373,44 @@ def _groups_join(failures: list[Failure], *, now: datetime) -> None:
         if failure.group is not None and failure.group_id is None:
             failure.group = failure.group  # the group has its key now; assigning the object keeps it cached
     FailureGroup.objects.bulk_update(list(grown.values()), ["size"])
+    for group in {id(g): g for _, g in pulled_in}.values():
+        Failure.objects.filter(pk__in=[pk for pk, g in pulled_in if g is group]).update(group=group)
+
+
+def _earlier_partners(
+    keyed: dict[str, list[Failure]], existing: dict[str, list[FailureGroup]], *, exclude: list[int]
+) -> dict[str, list[tuple[int, datetime]]]:
+    """Failures outside this batch, in no group yet, with the signature of a batch failure that no group
+    takes, first seen within the storm window before it: the storm's first members, alone until now."""
+    lone = {
+        key[len("signature:") :]: min(f.first_seen_at for f in members)
+        for key, members in keyed.items()
+        if key.startswith("signature:") and not existing[key]
+    }
+    if not lone:
+        return {}
+    # Skip-locked: a partner another sweep has claimed is that sweep's to group, and waiting for it while
+    # holding this signature's lock would deadlock with it.
+    rows = (
+        Failure.objects.select_for_update(skip_locked=True)
+        .filter(signature__in=list(lone), group__isnull=True)
+        .filter(first_seen_at__gte=min(lone.values()) - STORM_WINDOW)
+        .exclude(pk__in=exclude)
+        .values_list("pk", "signature", "first_seen_at")
+    )
+    partners: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
+    for pk, signature, first_seen_at in rows:
+        if first_seen_at >= lone[signature] - STORM_WINDOW:
+            partners[f"signature:{signature}"].append((pk, first_seen_at))
+    return partners
 
 
 def _upload_key(failure: Failure) -> str:
     return f"upload:{failure.latest_run_id}:{failure.first_seen_at.isoformat()}"
 
 
-def _window_end(key: str, failure: Failure) -> datetime:
-    return failure.first_seen_at + (STORM_WINDOW if key.startswith("signature:") else timedelta(0))
+def _window_end(key: str, first_seen_at: datetime) -> datetime:
+    return first_seen_at + (STORM_WINDOW if key.startswith("signature:") else timedelta(0))
 
 
 def _lock_keys(keys: list[str]) -> None:

@@ -207,6 +207,24 @@ def test_one_cause_across_jobs_sends_one_message_per_target_and_step(api, channe
     assert told(late, S.OPENED) == {"#database", "#devops"}
 
 
+def test_a_lone_failure_has_no_group_until_a_second_with_its_cause_pulls_it_in(api, channels):
+    log = "redis.exceptions.ConnectionError: Error 111 connecting to cache:6379. Connection refused."
+    first = open_failure(api, "test_environment", job="api-tests", log_excerpt=log)
+    sla_sweep(now=OPENED + timedelta(minutes=16))  # its triage reminder: alone, told on its own
+    first.refresh_from_db()
+    assert first.group_id is None and told(first, S.TRIAGE_REMINDER) == {"#qa"}
+    second = open_failure(api, "test_environment", job="web-tests", log_excerpt=log, at=OPENED + timedelta(minutes=5))
+    third = open_failure(api, "test_environment", job="late", log_excerpt=log, at=OPENED + timedelta(minutes=30))
+    sla_sweep(now=OPENED + timedelta(minutes=21))
+    first.refresh_from_db(), second.refresh_from_db()
+    assert first.group_id == second.group_id is not None
+    assert first.group.size == 2 and first.group.first_seen_at == OPENED
+    assert Notification.objects.filter(step=S.TRIAGE_REMINDER, failures=first).count() == 1  # not told again
+    sla_sweep(now=OPENED + timedelta(minutes=46))
+    third.refresh_from_db()
+    assert third.group_id is None  # 30 minutes later: not the same storm
+
+
 def test_a_resolved_failure_takes_no_further_step(api, channels):
     failure = open_failure(api, "ci_runner")
     failures_resolve(failure_ids=[failure.pk], resolution=Resolution.FIXED, actor=ACTOR, now=OPENED)

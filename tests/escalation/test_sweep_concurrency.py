@@ -22,7 +22,7 @@ from tests.factories import report_failure
 
 pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.concurrency]
 
-ROUNDS = 3
+ROUNDS = 5
 FAILURES = 1000
 OPENED = datetime(2026, 11, 18, 10, 0, tzinfo=UTC)
 NOW = OPENED + timedelta(minutes=45)  # ci_runner: opened, ticket, triage reminder, at risk, level 1 all due
@@ -118,12 +118,17 @@ def test_two_processes_take_each_step_once_and_send_each_message_once():
         counts = {step: targets[(ids[0], step)] for step in STEPS}
         teams_per_step = teams_per_step or counts
         assert counts == teams_per_step
-        assert all(targets[(failure, step)] == counts[step] for failure in ids for step in STEPS)
+        wrong = [(f, s, targets[(f, s)]) for f in ids for s in STEPS if targets[(f, s)] != counts[s]]
+        assert not wrong, (counts, wrong[:10], len(wrong))
         # Storms: 20 failures with one signature share one group and so one message per step and target.
         by_signature: dict[str, set] = {}
         for signature, group in Failure.objects.values_list("signature", "group_id"):
             by_signature.setdefault(signature, set()).add(group)
-        assert all(len(groups) == 1 and None not in groups for groups in by_signature.values())
         assert len(by_signature) == 26 + FAILURES // 2  # 25 shards + the template's + the lone ones
+        for signature, groups in by_signature.items():
+            if signature.startswith("runner lost shard"):
+                assert len(groups) == 1 and None not in groups, signature  # one storm, one group
+            else:
+                assert groups == {None}, signature  # alone: no storm
     # At risk and the breach came due in one sweep: the step is recorded, level 1 does the telling.
     assert teams_per_step == {S.OPENED: 2, S.TICKET: 1, S.TRIAGE_REMINDER: 1, S.AT_RISK: 0, S.LEVEL_1: 2}
