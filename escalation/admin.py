@@ -45,6 +45,22 @@ def admin_actor(request) -> Actor:
     return Actor.of_user(request.user, ChangeSource.ADMIN)
 
 
+def each_failure(modeladmin: admin.ModelAdmin, request, failure_ids: list[int], call, done: str) -> None:
+    """Call a one-failure service for each failure; a refused one is reported and does not hide the others."""
+    changed, errors = 0, {}
+    for failure_id in failure_ids:
+        try:
+            call(failure_id)
+        except PortalError as exc:
+            errors[exc.detail] = None
+            continue
+        changed += 1
+    for detail in errors:
+        modeladmin.message_user(request, detail, level=messages.ERROR)
+    if changed:
+        modeladmin.message_user(request, f"{changed} failure(s) {done}.")
+
+
 class ConfigAdmin(admin.ModelAdmin):
     """Saves and deletes configuration rows, inline rows included, through the configuration service."""
 
@@ -321,19 +337,7 @@ class FailureAdmin(admin.ModelAdmin):
         )
 
     def _each(self, request, queryset: QuerySet, call, done: str) -> None:
-        """Call a one-failure service for each selected failure; a refused one does not hide the others."""
-        changed, errors = 0, {}
-        for failure_id in queryset.values_list("id", flat=True):
-            try:
-                call(failure_id)
-            except PortalError as exc:
-                errors[exc.detail] = None
-                continue
-            changed += 1
-        for detail in errors:
-            self.message_user(request, detail, level=messages.ERROR)
-        if changed:
-            self.message_user(request, f"{changed} failure(s) {done}.")
+        each_failure(self, request, list(queryset.values_list("id", flat=True)), call, done)
 
     @admin.action(description="Set the resolution plan (note = plan; empty clears it)", permissions=["plan"])
     def set_resolution_plan(self, request, queryset):

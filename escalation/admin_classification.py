@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
+from escalation.admin import ReadOnlyAdmin, admin_actor, each_failure
 from escalation.choices import FailureType, RuleChangeKind, RuleChangeStatus, RuleStage
 from escalation.models import ClassificationRule, ClassificationRuleVersion, FailureAwaitingTriage, RuleChange
 from escalation.selectors import failures_awaiting_triage, rule_precision, rules_with_stats
@@ -32,15 +33,7 @@ from escalation.services.rule_changes import (
     rule_validate,
 )
 from escalation.services.triage import failures_confirm_type
-from portal.audit import Actor
 from portal.errors import PortalError
-
-
-def _actor(request) -> Actor:
-    from escalation.admin import admin_actor
-
-    return admin_actor(request)
-
 
 # --- rules ---
 
@@ -234,7 +227,7 @@ class ClassificationRuleAdmin(admin.ModelAdmin):
     def _submit(self, request, *, kind, rule, proposed) -> RuleChange | None:
         try:
             return rule_change_submit(
-                kind=kind, rule=rule, proposed=proposed, actor=_actor(request), now=timezone.now()
+                kind=kind, rule=rule, proposed=proposed, actor=admin_actor(request), now=timezone.now()
             )
         except PortalError as exc:
             self.message_user(request, exc.detail, level=messages.ERROR)
@@ -286,42 +279,24 @@ class ClassificationRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(ClassificationRuleVersion)
-class ClassificationRuleVersionAdmin(admin.ModelAdmin):
+class ClassificationRuleVersionAdmin(ReadOnlyAdmin):
     list_display = ["rule_name", "version", "kind", "changed_at", "actor_label", "rule_change"]
     list_filter = ["kind"]
     search_fields = ["rule_name"]
     list_select_related = ["rule_change"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- rule changes: the preview page ---
 
 
 @admin.register(RuleChange)
-class RuleChangeAdmin(admin.ModelAdmin):
+class RuleChangeAdmin(ReadOnlyAdmin):
     """Each change's preview: the failures whose type would change, before and after; apply or discard."""
 
     list_display = ["id", "rule_name", "kind", "status", "progress", "affected_count", "actor_label", "created_at"]
     list_filter = ["status", "kind"]
     search_fields = ["rule_name"]
     effects_per_page = 100
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="progress")
     def progress(self, change):
@@ -350,7 +325,7 @@ class RuleChangeAdmin(admin.ModelAdmin):
         @require_POST
         def view(request, change_id: int):
             try:
-                change = service(change_id=change_id, actor=_actor(request), now=timezone.now())
+                change = service(change_id=change_id, actor=admin_actor(request), now=timezone.now())
             except PortalError as exc:
                 self.message_user(request, exc.detail, level=messages.ERROR)
             else:
@@ -433,7 +408,7 @@ class OverTargetFilter(admin.SimpleListFilter):
 
 
 @admin.register(FailureAwaitingTriage)
-class TriageQueueAdmin(admin.ModelAdmin):
+class TriageQueueAdmin(ReadOnlyAdmin):
     """Failures awaiting triage, oldest first: acknowledge (the type is right) or correct the type in one click."""
 
     list_display = [
@@ -464,15 +439,6 @@ class TriageQueueAdmin(admin.ModelAdmin):
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_confirm_permission(self, request):
         return request.user.has_perm("escalation.confirm_failure_type")
@@ -556,7 +522,10 @@ class TriageQueueAdmin(admin.ModelAdmin):
     def _confirm(self, request, failure_ids: list[int]) -> None:
         try:
             count = failures_confirm_type(
-                failure_ids=failure_ids, actor=_actor(request), now=timezone.now(), note=request.POST.get("note", "")
+                failure_ids=failure_ids,
+                actor=admin_actor(request),
+                now=timezone.now(),
+                note=request.POST.get("note", ""),
             )
         except PortalError as exc:
             self.message_user(request, exc.detail, level=messages.ERROR)
@@ -564,17 +533,9 @@ class TriageQueueAdmin(admin.ModelAdmin):
         self.message_user(request, f"{count} failure(s) acknowledged with their type confirmed.")
 
     def _correct(self, request, failure_ids: list[int], failure_type: str) -> None:
-        changed, errors = 0, {}
-        for failure_id in failure_ids:  # one by one: a refused failure must not hide the others' changes
-            try:
-                failure_correct_type(
-                    failure_id=failure_id, failure_type=failure_type, actor=_actor(request), now=timezone.now()
-                )
-            except PortalError as exc:
-                errors[exc.detail] = None
-                continue
-            changed += 1
-        for detail in errors:
-            self.message_user(request, detail, level=messages.ERROR)
-        if changed:
-            self.message_user(request, f"{changed} failure(s) corrected to {failure_type}.")
+        def correct(failure_id: int) -> None:
+            failure_correct_type(
+                failure_id=failure_id, failure_type=failure_type, actor=admin_actor(request), now=timezone.now()
+            )
+
+        each_failure(self, request, failure_ids, correct, f"corrected to {failure_type}")

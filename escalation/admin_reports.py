@@ -4,6 +4,7 @@ run flags and webhook deliveries. Read-only, except confirming a rotation (throu
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from escalation.admin import ReadOnlyAdmin
 from escalation.choices import ChangeSource, RotationStatus
 from escalation.models import (
     CredentialRotation,
@@ -19,19 +20,8 @@ from portal.audit import Actor
 from portal.errors import PortalError
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Report)
-class ReportAdmin(_ReadOnly):
+class ReportAdmin(ReadOnlyAdmin):
     list_display = ["id", "kind", "format", "run", "job", "tests", "failures", "errors", "results", "has_zero_tests",
                     "received_at"]  # fmt: skip
     list_filter = ["kind", "format", "has_zero_tests"]
@@ -41,7 +31,7 @@ class ReportAdmin(_ReadOnly):
 
 
 @admin.register(TestResult)
-class TestResultAdmin(_ReadOnly):
+class TestResultAdmin(ReadOnlyAdmin):
     list_display = ["name", "classname", "suite", "outcome", "duration", "report"]
     list_filter = ["outcome"]
     search_fields = ["name", "classname", "suite"]
@@ -49,7 +39,7 @@ class TestResultAdmin(_ReadOnly):
 
 
 @admin.register(Finding)
-class FindingAdmin(_ReadOnly):
+class FindingAdmin(ReadOnlyAdmin):
     list_display = ["id", "tool", "category", "rule_id", "severity", "location", "line", "is_secret",
                     "is_suppressed", "failure"]  # fmt: skip
     list_filter = ["tool", "severity", "is_secret", "is_suppressed"]
@@ -58,7 +48,7 @@ class FindingAdmin(_ReadOnly):
 
 
 @admin.register(CredentialRotation)
-class CredentialRotationAdmin(_ReadOnly):
+class CredentialRotationAdmin(ReadOnlyAdmin):
     list_display = ["failure", "committer", "assignee", "assignee_team", "security_team", "status", "opened_at",
                     "confirmed_at"]  # fmt: skip
     list_filter = ["status", "security_team", "assignee_team"]
@@ -88,7 +78,7 @@ class CredentialRotationAdmin(_ReadOnly):
 
 
 @admin.register(FlakyObservation)
-class FlakyObservationAdmin(_ReadOnly):
+class FlakyObservationAdmin(ReadOnlyAdmin):
     list_display = ["job_name", "test_name", "repository", "commit_sha", "counts_for_statistics", "failure",
                     "observed_at"]  # fmt: skip
     list_filter = ["counts_for_statistics"]
@@ -96,13 +86,13 @@ class FlakyObservationAdmin(_ReadOnly):
 
 
 @admin.register(RunFlag)
-class RunFlagAdmin(_ReadOnly):
+class RunFlagAdmin(ReadOnlyAdmin):
     list_display = ["code", "run", "detail", "created_at"]
     list_filter = ["code"]
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(_ReadOnly):
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "source", "event", "action", "outcome", "reason", "delivery_id"]
     list_filter = ["source", "event", "outcome"]
     search_fields = ["delivery_id", "reason"]

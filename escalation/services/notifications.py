@@ -13,6 +13,7 @@ from django.urls import reverse
 from escalation.choices import NotificationStatus
 from escalation.models import Failure, Notification, NotificationChannel, TicketTracker, TimelineEntry, TimelineKind
 from escalation.services.statements import insert_many, insert_values
+from escalation.services.timeline import timeline_entry
 from escalation.transports import TransportError, transport_for
 from portal.audit import Actor, audit_bulk, audit_record, row_state
 from portal.models import AuditAction
@@ -401,14 +402,11 @@ def _ticket_open(notification: Notification, *, now: datetime, result: DeliveryR
     with transaction.atomic():
         failures = list(Failure.objects.select_for_update().filter(pk__in=mine, ticket_key=marker).order_by("pk"))
         Failure.objects.filter(pk__in=[f.pk for f in failures]).update(ticket_key=ref.key[:100], ticket_url=ref.url)
+        data = {"key": ref.key, "url": ref.url, "notification": str(notification.uid)}
+        message = f"Ticket {ref.key} opened: {ref.url}"
         TimelineEntry.objects.bulk_create(
-            TimelineEntry(
-                failure=failure, at=now, kind=TimelineKind.TICKET_OPENED, actor=_ACTOR.label, source=_ACTOR.source,
-                message=f"Ticket {ref.key} opened: {ref.url}",
-                data={"key": ref.key, "url": ref.url, "notification": str(notification.uid)},
-            )
-            for failure in failures
-        )  # fmt: skip
+            timeline_entry(failure, now, TimelineKind.TICKET_OPENED, _ACTOR, message, data) for failure in failures
+        )
         _delivered(notification, now=now, result=result)
 
 

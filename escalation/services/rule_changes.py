@@ -62,6 +62,7 @@ from escalation.services.rule_engine import (
     pattern_check,
     pattern_compile,
 )
+from escalation.services.timeline import timeline_entry
 from portal.audit import Actor, audit_bulk, audit_record, row_state
 from portal.models import AuditAction
 
@@ -692,7 +693,7 @@ def _apply_batch(change: RuleChange, batch: list[RuleChangeEffect], actor: Actor
         _retype(failure, effect, change, versions, claimed, config)
         effect.outcome = "applied"
         changed.append(failure)
-        timeline.append(_timeline_entry(failure, effect, change, actor, now, config))
+        timeline.append(_reclassified_entry(failure, effect, change, actor, now, config))
         audits.append((failure, before, row_state(failure)))
     Failure.objects.bulk_update(changed, _FAILURE_FIELDS)
     TimelineEntry.objects.bulk_create(timeline)
@@ -737,7 +738,7 @@ def _retype(failure, effect, change, versions, claimed, config) -> None:
     failure.classification_text = effect.to_evidence
 
 
-def _timeline_entry(failure, effect, change, actor: Actor, now: datetime, config) -> TimelineEntry:
+def _reclassified_entry(failure, effect, change, actor: Actor, now: datetime, config) -> TimelineEntry:
     by = effect.to_classified_by
     message = f"Reclassified from {effect.from_type} to {effect.to_type} by rule change #{change.pk} ({by})"
     if effect.from_tags != effect.to_tags:
@@ -745,23 +746,16 @@ def _timeline_entry(failure, effect, change, actor: Actor, now: datetime, config
     if failure.is_open and effect.to_type != effect.from_type:
         team = config.teams.get(failure.owner_team_id)
         message += f"; owner {team.name if team else 'nobody'}"
-    return TimelineEntry(
-        failure=failure,
-        at=now,
-        kind=TimelineKind.RECLASSIFIED,
-        actor=actor.label,
-        source=actor.source,
-        message=message,
-        data={
-            "from": effect.from_type,
-            "to": effect.to_type,
-            "from_tags": effect.from_tags,
-            "to_tags": effect.to_tags,
-            "rule_change": change.pk,
-            "classified_by": by,
-            "evidence": effect.to_evidence,
-        },
-    )
+    data = {
+        "from": effect.from_type,
+        "to": effect.to_type,
+        "from_tags": effect.from_tags,
+        "to_tags": effect.to_tags,
+        "rule_change": change.pk,
+        "classified_by": by,
+        "evidence": effect.to_evidence,
+    }
+    return timeline_entry(failure, now, TimelineKind.RECLASSIFIED, actor, message, data)
 
 
 def _enqueue(func: str, change_id: int) -> None:

@@ -11,6 +11,7 @@ from django.db.models import F, Q
 from escalation.choices import INFRASTRUCTURE_TYPES, OPEN_STATUSES, Calendar, Tier
 from escalation.models import ClockPause, Failure, Team, TimelineEntry
 from escalation.models.failures import OPEN_Q, TimelineKind
+from escalation.services.timeline import timeline_entry
 from portal.audit import Actor
 
 AT_RISK_SHARE = 0.75
@@ -168,7 +169,7 @@ def _pauses_start(*, now: datetime, actor: Actor) -> list[int]:
         failure.paused_at = min(max(cause.first_seen_at, failure.first_seen_at), now)
         reason = f"{cause.failure_type} failure #{cause.pk} is open on the run of the latest occurrence"
         pauses.append(ClockPause(failure=failure, cause=cause, started_at=failure.paused_at, reason=reason))
-        entries.append(_entry(failure, now, TimelineKind.PAUSED, actor, f"SLA clock paused: {reason}",
+        entries.append(timeline_entry(failure, now, TimelineKind.PAUSED, actor, f"SLA clock paused: {reason}",
                               {"cause": cause.pk, "since": failure.paused_at.isoformat()}))  # fmt: skip
     ClockPause.objects.bulk_create(pauses)
     Failure.objects.bulk_update(failures, ["paused_at"])
@@ -208,17 +209,11 @@ def _pauses_end(*, now: datetime, actor: Actor) -> list[int]:
         failures.append(failure)
         message = f"SLA clock resumed after {_duration(interval)}; due times moved by the same"
         data = {"paused_seconds": int(interval.total_seconds()), "sla_due_at": _iso(failure.sla_due_at)}
-        entries.append(_entry(failure, now, TimelineKind.RESUMED, actor, message, data))
+        entries.append(timeline_entry(failure, now, TimelineKind.RESUMED, actor, message, data))
     ClockPause.objects.bulk_update(pauses, ["ended_at"])
     Failure.objects.bulk_update(failures, ["sla_due_at", "at_risk_at", "ticket_due_at", "paused_at", "next_step_at"])
     TimelineEntry.objects.bulk_create(entries)
     return [f.pk for f in failures]
-
-
-def _entry(failure: Failure, at: datetime, kind: str, actor: Actor, message: str, data: dict) -> TimelineEntry:
-    return TimelineEntry(
-        failure_id=failure.pk, at=at, kind=kind, actor=actor.label, source=actor.source, message=message, data=data
-    )
 
 
 def _iso(moment: datetime | None) -> str | None:

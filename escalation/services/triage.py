@@ -14,6 +14,7 @@ from escalation.models import Failure, TimelineEntry
 from escalation.models.failures import OPEN_Q, TimelineKind
 from escalation.services.classification import FALLBACK
 from escalation.services.failures import require_permission
+from escalation.services.timeline import timeline_entry
 from portal.audit import Actor, audit_bulk, row_state
 from portal.models import AuditAction
 
@@ -56,12 +57,5 @@ def _confirmed_entry(failure: Failure, actor: Actor, now: datetime, note: str) -
     else:
         decided = f" ({failure.classified_by})"
     message = f"Type {failure.failure_type} confirmed by {actor.label}{decided}. {note}".strip()
-    return TimelineEntry(
-        failure=failure,
-        at=now,
-        kind=TimelineKind.TYPE_CONFIRMED,
-        actor=actor.label,
-        source=actor.source,
-        message=message,
-        data={"type": failure.failure_type, "rule": rule.name if rule else None, "verdict": "confirmed"},
-    )
+    data = {"type": failure.failure_type, "rule": rule.name if rule else None, "verdict": "confirmed"}
+    return timeline_entry(failure, now, TimelineKind.TYPE_CONFIRMED, actor, message, data)

@@ -12,9 +12,9 @@ from escalation.services import routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures.reporting import failure_fingerprint
-from escalation.services.failures.timeline import _timeline, _timeline_entry, _timeline_many
 from escalation.services.signatures import error_signature
 from escalation.services.statements import insert_rows
+from escalation.services.timeline import timeline_add, timeline_add_many, timeline_entry
 from portal.audit import Actor, audit_bulk, audit_entry, audit_record, row_state
 from portal.errors import BadInput, InvalidState, RoleRequired
 from portal.models import AuditAction
@@ -50,7 +50,7 @@ def failures_acknowledge(*, failure_ids: list[int], actor: Actor, now: datetime,
             failure.acknowledged_by = actor.user
             changes.append((failure, before, row_state(failure)))
         Failure.objects.bulk_update(failures, ["status", "acknowledged_at", "acknowledged_by"])
-        _timeline_many(
+        timeline_add_many(
             failures, now, TimelineKind.ACKNOWLEDGED, actor, f"Acknowledged by {actor.label}. {note}".strip()
         )
         audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
@@ -94,12 +94,12 @@ def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, acto
     label = Resolution(resolution).label
     message = f"Resolved: {label}. {note}".strip()
     if connection.vendor != "postgresql":
-        _timeline_many(failures, now, TimelineKind.RESOLVED, actor, message)
+        timeline_add_many(failures, now, TimelineKind.RESOLVED, actor, message)
         audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
         return
     # The timeline and audit entries in one statement (a recovery runs on every successful CI event).
     insert_rows(
-        [_timeline_entry(failure, now, TimelineKind.RESOLVED, actor, message) for failure in failures]
+        [timeline_entry(failure, now, TimelineKind.RESOLVED, actor, message) for failure in failures]
         + [
             audit_entry(actor=actor, action=AuditAction.UPDATE, obj=f, at=now, before=before, after=after, reason=note)
             for f, before, after in changes
@@ -141,7 +141,7 @@ def failure_correct_type(*, failure_id: int, failure_type: str, actor: Actor, no
         if rule is not None:
             message += f"; rule {rule.name!r} marked wrong"
         data = {"from": old_type, "to": failure_type, "rule": rule.name if rule else None, "verdict": "corrected"}
-        _timeline(failure, now, TimelineKind.TYPE_CORRECTED, actor, message, data)
+        timeline_add(failure, now, TimelineKind.TYPE_CORRECTED, actor, message, data)
         audit_record(
             actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before, after=row_state(failure)
         )
@@ -215,7 +215,7 @@ def failure_run_level_replace(
     message = f"Replaced by job {job_name}: {old_job} ({old_type}) is now {job_name} ({failure.failure_type})"
     data = {"from_job": old_job, "to_job": job_name, "from": old_type, "to": failure.failure_type,
             "classified_by": classification.classified_by}  # fmt: skip
-    _timeline(failure, now, TimelineKind.REPLACED_BY_JOB, actor, message, data)
+    timeline_add(failure, now, TimelineKind.REPLACED_BY_JOB, actor, message, data)
     audit_record(actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before, after=row_state(failure))
     return True
 
@@ -238,7 +238,7 @@ def failure_mark_complex(*, failure_id: int, actor: Actor, now: datetime, note: 
         failure.save()
         due = f"{failure.sla_due_at:%Y-%m-%d %H:%M %Z}" if failure.sla_due_at else "none (unprotected branch)"
         hours = failure.matrix_snapshot["complex_sla_budget"] / 3600
-        _timeline(failure, now, TimelineKind.MARKED_COMPLEX, actor,
+        timeline_add(failure, now, TimelineKind.MARKED_COMPLEX, actor,
                   f"Marked complex: SLA budget {hours:g} h, due {due}. {note}".strip(),
                   {"sla_due_at": failure.sla_due_at.isoformat() if failure.sla_due_at else None})  # fmt: skip
         audit_record(actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before,
@@ -269,7 +269,7 @@ def failure_plan_set(
         owner_text = f", owner {owner}" if owner and plan else ""
         due_text = f", due {due}" if due and plan else ""
         message = f"Resolution plan: {plan}{owner_text}{due_text}" if plan else "Resolution plan cleared"
-        _timeline(failure, now, TimelineKind.PLAN_SET, actor, message,
+        timeline_add(failure, now, TimelineKind.PLAN_SET, actor, message,
                   {"plan": plan, "owner": owner.pk if owner and plan else None,
                    "due": due.isoformat() if due and plan else None})  # fmt: skip
         audit_record(actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before,

@@ -12,9 +12,9 @@ from escalation.models.failures import OPEN_Q, TimelineKind
 from escalation.services import escalation, routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig
-from escalation.services.failures.timeline import _timeline_entry
 from escalation.services.signatures import error_signature
 from escalation.services.statements import insert_from, insert_with_dependants
+from escalation.services.timeline import timeline_entry
 from portal.audit import Actor, audit_bulk, audit_entry, row_state
 from portal.models import AuditAction
 
@@ -218,7 +218,7 @@ def _open_in_one_statement(
         failure.pk = cursor.fetchone()[0]
     dependants = [
         FailureOccurrence(failure=failure, event=reported.event, seen_at=reported.seen_at),
-        _timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data),
+        timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data),
         audit_entry(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure)),
     ]
     statuses = [status.value for status in OPEN_STATUSES]
@@ -295,15 +295,6 @@ def _new_failure(
 def _opened(opened: list[tuple[Failure, tuple[str, dict]]], *, actor: Actor, now: datetime) -> None:
     """The 'opened' timeline entries and audit entries of saved new failures, in two inserts."""
     TimelineEntry.objects.bulk_create(
-        TimelineEntry(
-            failure=failure,
-            at=now,
-            kind=TimelineKind.OPENED,
-            actor=actor.label,
-            source=actor.source,
-            message=message,
-            data=data,
-        )
-        for failure, (message, data) in opened
+        timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data) for failure, (message, data) in opened
     )
     audit_bulk(actor=actor, action=AuditAction.CREATE, changes=[(f, None, row_state(f)) for f, _ in opened], at=now)
