@@ -173,7 +173,7 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
     done: dict[int, set[str]] = defaultdict(set)
     for failure_id, step in Escalation.objects.filter(failure__in=failures).values_list("failure_id", "step"):
         done[failure_id].add(step)
-    _groups_join(failures, now=now)
+    _groups_join(failures)
     targets = _Targets.load()
     actor = Actor.task("sla_sweep")
     plan = _Plan(team_names={pk: team.name for pk, team in targets.teams.items()})
@@ -243,10 +243,10 @@ def _step(plan: _Plan, failure: Failure, due: Due, recipients: list, now: dateti
     if not recipients and not note:
         note = "nobody to tell: no channel or ticket tracker configured for the step's teams"
     plan.escalations.append((failure.pk, due.step, due.due_at, now, failure.group_id, told or [{"note": note}]))
-    label = S(due.step).label
-    names = ", ".join(sorted({f"{t['team']} ({t['target']})" for t in told})) or note
+    who = ", ".join(sorted({f"{t['team']} ({t['target']})" for t in told})) or note
+    text = f"{S(due.step).label}: {who}"
     data = {"step": due.step, "due_at": due.due_at.isoformat(), "recipients": told}
-    plan.entries.append((failure.pk, now, TimelineKind.ESCALATED, actor.label, actor.source, f"{label}: {names}", data))
+    plan.entries.append((failure.pk, now, TimelineKind.ESCALATED, actor.label, actor.source, text, data))
 
 
 def _ref(failure: Failure) -> str:
@@ -320,7 +320,7 @@ def _recipients(config: RoutingConfig, targets: _Targets, failure: Failure, step
     return pairs
 
 
-def _groups_join(failures: list[Failure], *, now: datetime) -> None:
+def _groups_join(failures: list[Failure]) -> None:
     """Storm control: lock the claimed failures' groups; put each failure not yet in a group into one.
 
     Failures with one signature first seen within STORM_WINDOW of the group's first member share the

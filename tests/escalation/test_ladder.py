@@ -136,6 +136,19 @@ def test_a_resolution_plan_keeps_a_breached_failure_from_the_standup(api, channe
     assert planned.timeline.filter(kind="plan_set").exists()
 
 
+def test_a_plan_due_in_the_past_is_refused_and_nothing_changes(api, qa_analyst):
+    from portal.errors import BadInput
+
+    failure = open_failure(api, "ci_runner")
+    with pytest.raises(BadInput, match="due date 2026-11-17 is in the past"):
+        failure_plan_set(
+            failure_id=failure.pk, plan="Rebuild the image", owner=None, due=date(2026, 11, 17),
+            actor=Actor.of_user(qa_analyst, "admin"), now=OPENED,
+        )  # fmt: skip
+    failure.refresh_from_db()
+    assert failure.resolution_plan == "" and not failure.timeline.filter(kind="plan_set").exists()
+
+
 def test_marking_a_database_test_complex_moves_it_to_the_eight_hour_budget(api, channels, qa_analyst):
     failure = open_failure(api, "database_test")
     assert failure.sla_due_at == OPENED + timedelta(hours=4)
