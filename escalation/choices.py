@@ -240,3 +240,36 @@ class NotificationStatus(models.TextChoices):
     DELIVERED = "delivered", "Delivered"
     BATCHED = "batched", "Sent in a batch"
     DEAD = "dead", "Dead letter"
+
+
+class FalloutCategory(models.TextChoices):
+    """DESIGN.md's fallout categories: infrastructure opens its ticket at once, the others are proposed."""
+
+    INFRASTRUCTURE = "infrastructure", "Infrastructure"
+    PROCESS = "process", "Process"
+    TECHNICAL_DEBT = "technical_debt", "Technical debt"
+
+
+class FalloutScope(models.TextChoices):
+    """What one fallout is about: its triggers are counted per value of this."""
+
+    GLOBAL = "global", "Everywhere"
+    REPOSITORY = "repository", "Per repository"
+    RUNNER_LABEL = "runner_label", "Per runner label"
+    FAILURE_TYPE = "failure_type", "Per failure type"
+    TEAM = "team", "Per owning team"
+    JOB = "job", "Per repository and job"
+    TEST = "test", "Per test"
+
+
+class FalloutStatus(models.TextChoices):
+    PROPOSED = "proposed", "Proposed"
+    OPEN = "open", "Open"
+    DISMISSED = "dismissed", "Dismissed"
+    CLOSED = "closed", "Closed"
+
+
+class DigestKind(models.TextChoices):
+    DAILY = "daily", "Daily standup digest"
+    WEEKLY = "weekly", "Weekly stakeholder report"
+    MONTHLY = "monthly", "Monthly process review"

@@ -134,6 +134,20 @@ CAPABILITIES: tuple[Capability, ...] = (
         NOTIFICATION_ADMINS,
     ),
     Capability("Retry dead notifications", ("escalation.retry_notification",), NOTIFICATION_ADMINS),
+    # fallout, retry advice, digests (issue 7)
+    Capability(
+        "View fallouts, fallout rules, retry advice and digests",
+        tuple(f"escalation.view_{m}" for m in ("fallout", "falloutrule", "retryadvice", "digest")),
+        ALL_ROLES,
+    ),
+    Capability(
+        "Tune fallout rules (thresholds, windows, scope)",
+        ("escalation.change_falloutrule",),
+        (R.QA_ANALYST, R.SCRUM_MASTER, R.SENIOR_DEV_TRIAGE),
+    ),
+    Capability(
+        "Confirm or dismiss a proposed fallout", ("escalation.decide_fallout",), (R.SCRUM_MASTER, R.SENIOR_DEV_TRIAGE)
+    ),
 )
 
 

@@ -5,6 +5,7 @@ from escalation.models.failures import (
     TimelineEntry,
     TimelineKind,
 )
+from escalation.models.fallout import Digest, Fallout, FalloutRule, RetryAdvice
 from escalation.models.ingestion import CIEvent, CIJob, CIRun, IngestSource
 from escalation.models.matrix import MatrixRow
 from escalation.models.notifications import Notification, NotificationChannel, TicketTracker
@@ -40,6 +41,9 @@ __all__ = [
     "Failure",
     "FailureAwaitingTriage",
     "FailureOccurrence",
+    "Digest",
+    "Fallout",
+    "FalloutRule",
     "Finding",
     "FlakyObservation",
     "Identity",
@@ -48,6 +52,7 @@ __all__ = [
     "OwnershipRule",
     "Person",
     "Report",
+    "RetryAdvice",
     "Repository",
     "RoleDefaultTeam",
     "RuleChange",

@@ -62,6 +62,8 @@ class Failure(models.Model):
     resolution_plan_due = models.DateField(null=True, blank=True)
     ticket_key = models.CharField(max_length=100, blank=True)
     ticket_url = models.URLField(max_length=500, blank=True)
+    retry_advice_count = models.PositiveIntegerField(default=0, help_text="Retry advice answered for it")
+    retries_advised = models.PositiveIntegerField(default=0, help_text="Of those, how many said retry")
 
     classified_by = models.CharField(
         max_length=120, help_text="The rule's name, 'type hint', or 'fallback' when nothing matched"

@@ -68,6 +68,12 @@ class Notification(models.Model):
     )
     step = models.CharField(max_length=32, choices=EscalationStep.choices, blank=True)
     failures = models.ManyToManyField("escalation.Failure", blank=True, related_name="notifications")
+    fallout = models.ForeignKey(
+        "escalation.Fallout", null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
+    digest = models.ForeignKey(
+        "escalation.Digest", null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
     subject = models.CharField(max_length=300)
     body = models.TextField(help_text="Plain text; transports render their own format from data")
     data = models.JSONField(default=dict, blank=True, help_text="What transports render: failures, links, due times")

@@ -33,6 +33,8 @@ class Message:
     channel: NotificationChannel | None = None
     tracker: TicketTracker | None = None
     dedupe_key: str | None = None
+    fallout_id: int | None = None
+    digest_id: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -100,6 +102,8 @@ def notifications_write(messages: list[Message], *, now: datetime) -> list[Notif
             Notification(
                 channel=message.channel,
                 tracker=message.tracker,
+                fallout_id=message.fallout_id,
+                digest_id=message.digest_id,
                 step=message.step,
                 subject=message.subject[:300],
                 body=message.body,
