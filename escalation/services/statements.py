@@ -136,7 +136,8 @@ def copy_rows(rows: list[models.Model]) -> None:
     names = [f.attname for f in fields]
     json = {n for f, n in zip(fields, names, strict=True) if isinstance(f, models.JSONField)}
     statement = f"COPY {_table(rows[0])} ({columns}) FROM STDIN"  # noqa: S608 - identifiers from _meta
-    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+    # wrap_database_errors: a unique violation raises Django's IntegrityError, as an INSERT's would.
+    with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
         for row in rows:
             values = row.__dict__
             copy.write_row([Jsonb(values[n]) if n in json else values[n] for n in names])
@@ -166,6 +167,8 @@ def insert_many(rows: list[models.Model], *, keys_needed: bool = False) -> None:
         for row, pk in zip(rows, next_ids(type(rows[0]), len(rows)), strict=True):
             row.pk = pk
     copy_rows(rows)
+    for row in rows:  # stored, as bulk_create leaves them
+        row._state.adding, row._state.db = False, connection.alias
 
 
 def insert_values(model: type[models.Model], names: list[str], rows: list[tuple]) -> None:
@@ -180,7 +183,7 @@ def insert_values(model: type[models.Model], names: list[str], rows: list[tuple]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     json = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
     statement = f"COPY {connection.ops.quote_name(model._meta.db_table)} ({columns}) FROM STDIN"  # noqa: S608
-    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+    with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
         for row in rows:
             if json:
                 row = list(row)

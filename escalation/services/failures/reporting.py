@@ -7,15 +7,15 @@ from datetime import datetime
 from django.db import IntegrityError, connection, transaction
 
 from escalation.choices import OPEN_STATUSES
-from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
+from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository
 from escalation.models.failures import OPEN_Q, TimelineKind
 from escalation.services import escalation, routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig
 from escalation.services.signatures import error_signature
-from escalation.services.statements import insert_from, insert_with_dependants
+from escalation.services.statements import insert_from, insert_many, insert_with_dependants
 from escalation.services.timeline import timeline_entry
-from portal.audit import Actor, audit_bulk, audit_entry, row_state
+from portal.audit import Actor, audit_entry, row_state
 from portal.models import AuditAction
 
 
@@ -133,7 +133,7 @@ def _report_many(
     for item, fingerprint in zip(reported, fingerprints, strict=True):
         if fingerprint not in failures and fingerprint not in new:
             new[fingerprint] = _new_failure(config=config, fingerprint=fingerprint, reported=item, person_of=person_of)
-    Failure.objects.bulk_create([failure for failure, _ in new.values()])
+    insert_many([failure for failure, _ in new.values()], keys_needed=True)
     _opened(list(new.values()), actor=actor, now=now)
     failures.update({fingerprint: failure for fingerprint, (failure, _) in new.items()})
     answer, seen, recurred = [], set(), {}
@@ -148,9 +148,11 @@ def _report_many(
             recurred[fingerprint] = failure
         answer.append((failure, opened))
     Failure.objects.bulk_update(list(recurred.values()), ["occurrence_count", "last_seen_at", "latest_run"])
-    FailureOccurrence.objects.bulk_create(
-        FailureOccurrence(failure=failures[fingerprint], event=item.event, seen_at=item.seen_at)
-        for item, fingerprint in zip(reported, fingerprints, strict=True)
+    insert_many(
+        [
+            FailureOccurrence(failure=failures[fingerprint], event=item.event, seen_at=item.seen_at)
+            for item, fingerprint in zip(reported, fingerprints, strict=True)
+        ]
     )
     for failure in failures.values():
         if failure.owner_team_id in config.teams:
@@ -294,7 +296,9 @@ def _new_failure(
 
 def _opened(opened: list[tuple[Failure, tuple[str, dict]]], *, actor: Actor, now: datetime) -> None:
     """The 'opened' timeline entries and audit entries of saved new failures, in two inserts."""
-    TimelineEntry.objects.bulk_create(
-        timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data) for failure, (message, data) in opened
+    insert_many(
+        [timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data) for failure, (message, data) in opened]
     )
-    audit_bulk(actor=actor, action=AuditAction.CREATE, changes=[(f, None, row_state(f)) for f, _ in opened], at=now)
+    insert_many(
+        [audit_entry(actor=actor, action=AuditAction.CREATE, obj=f, at=now, after=row_state(f)) for f, _ in opened]
+    )

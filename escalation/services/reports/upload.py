@@ -22,6 +22,7 @@ from escalation.services.classification import FALLBACK, Classification, failure
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import Reported, failures_recover, failures_report_many
 from escalation.services.ingestion import repository_for
+from escalation.services.statements import insert_many
 from portal.audit import Actor
 from portal.errors import PayloadTooLarge
 
@@ -246,22 +247,20 @@ def _items_chunk(upload: Upload, items: list[FailingItem]) -> list[Failure]:
     if not items:
         return []
     limit = settings.PORTAL_LOG_EXCERPT_LIMIT
-    events = CIEvent.objects.bulk_create(
-        [
-            CIEvent(
-                source=upload.source,
-                idempotency_key=_event_key(upload.report.pk, item.key),
-                job=upload.job,
-                status=JobStatus.FAILURE,
-                type_hint=item.type_hint,
-                log_excerpt=item.text[-limit:],
-                event_fields=item.fields,  # what event-field rules read, kept so a rule change can re-run them
-                received_at=upload.now,
-            )
-            for item in items
-        ],
-        batch_size=1000,
-    )
+    events = [
+        CIEvent(
+            source=upload.source,
+            idempotency_key=_event_key(upload.report.pk, item.key),
+            job=upload.job,
+            status=JobStatus.FAILURE,
+            type_hint=item.type_hint,
+            log_excerpt=item.text[-limit:],
+            event_fields=item.fields,  # what event-field rules read, kept so a rule change can re-run them
+            received_at=upload.now,
+        )
+        for item in items
+    ]
+    insert_many(events, keys_needed=True)
     reported = []
     for item, event in zip(items, events, strict=True):
         run = upload.run
