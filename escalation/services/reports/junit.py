@@ -6,6 +6,7 @@ Surefire's ``flakyFailure``/``flakyError`` (failed, then passed on a rerun), byt
 ``system-out``. Entity declarations and external entities are refused (defusedxml).
 """
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -303,6 +304,9 @@ class _ResultWriter:
     def __enter__(self) -> "_ResultWriter":
         if connection.vendor == "postgresql":
             self._cursor = connection.cursor()
+            # Django's foreign keys are checked at commit: for a large report that is a second pass over every
+            # row once parsing is done. Checked per row instead, the server does it while this process parses.
+            self._cursor.execute(f"SET CONSTRAINTS {_report_fk_name()} IMMEDIATE")
             columns = ", ".join(self._COLUMNS)
             self._copy_cm = self._cursor.cursor.copy(f"COPY {TestResult._meta.db_table} ({columns}) FROM STDIN")
             self.copy = self._copy_cm.__enter__()
@@ -330,3 +334,13 @@ class _ResultWriter:
                 self._cursor.close()
         elif exc_type is None:
             self._flush()
+
+
+@functools.cache
+def _report_fk_name() -> str:
+    """The quoted name of the test results' foreign key to their report, as the migration created it."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, TestResult._meta.db_table)
+    column = TestResult._meta.get_field("report").column
+    (name,) = [name for name, c in constraints.items() if c["foreign_key"] and c["columns"] == [column]]
+    return connection.ops.quote_name(name)
