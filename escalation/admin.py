@@ -265,7 +265,7 @@ class FailureAdmin(admin.ModelAdmin):
     readonly_fields = ["audit_log"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in Failure._meta.fields] + ["audit_log", "similar_failures"]
+        return [f.name for f in Failure._meta.fields] + ["audit_log", "similar_failures", "retry_advice_answers"]
 
     @admin.display(description="similar failures (same error signature)")
     def similar_failures(self, obj):
@@ -296,6 +296,12 @@ class FailureAdmin(admin.ModelAdmin):
         return format_html(
             '<a href="{}?content_type__model=failure&object_id={}">changes of this failure</a>', url, obj.pk
         )
+
+    @admin.display(description="retry advice")
+    def retry_advice_answers(self, obj):
+        url = reverse("admin:escalation_retryadvice_changelist") + "?" + urlencode({"failure__id__exact": obj.pk})
+        summary = f"{obj.retry_advice_count} answered, {obj.retries_advised} said retry"
+        return format_html('<a href="{}">{}</a>', url, summary)
 
     def _call(self, request, service, queryset: QuerySet, **kwargs):
         note = request.POST.get("note", "")
@@ -418,5 +424,8 @@ class CIEventAdmin(ReadOnlyAdmin):
 
 
 import escalation.admin_classification  # noqa: E402, F401 - registers rules, rule changes and triage
+import escalation.admin_digests  # noqa: E402, F401 - registers the digests and reports as sent
+import escalation.admin_fallout  # noqa: E402, F401 - registers fallout rules and fallouts
 import escalation.admin_notifications  # noqa: E402, F401 - registers the engine, channels, trackers and the outbox
 import escalation.admin_reports  # noqa: E402, F401 - registers the CI-native ingestion pages
+import escalation.admin_retry  # noqa: E402, F401 - registers the retry advice answered to CI

@@ -43,3 +43,19 @@ def notifications_deliver() -> str:
     from escalation.services import notifications
 
     return notifications.notifications_deliver(now=timezone.now()).summary()
+
+
+def detect_patterns() -> str:
+    """Scheduled every 15 minutes ("detect-patterns"): run the fallout rules, open or propose fallouts."""
+    from escalation.services import fallout
+
+    return fallout.detect_patterns(now=timezone.now()).summary()
+
+
+def digests_send_due() -> str:
+    """Scheduled every 5 minutes ("digests"): store and queue the standup digests and reports now due."""
+    from escalation.services.digests import compose
+
+    sent = compose.digests_send_due(now=timezone.now())
+    queued = sum(s.notifications for s in sent)
+    return f"{sum(s.created for s in sent)} digests stored, {queued} messages queued"

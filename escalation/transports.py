@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 GITHUB_API_VERSION = "2022-11-28"
 SLACK_MAX_SECTIONS = 45  # Slack allows 50 blocks a message; the header and context take the rest
+SLACK_SECTION_CHARS = 3000  # Slack's limit on a section's text
 _ERROR_EXCERPT = 300
 
 
@@ -186,6 +187,8 @@ class SlackTransport(Transport):
         http_post(self.target.url, notification=notification, body=json_bytes(self.payload(notification)))
 
     def payload(self, notification: Notification) -> dict:
+        if notification.digest_id is not None:
+            return self._digest(notification)
         data = notification.data
         blocks: list[dict] = [
             {"type": "header", "text": {"type": "plain_text", "text": notification.subject[:150]}},
@@ -200,6 +203,20 @@ class SlackTransport(Transport):
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
         return {"text": notification.subject, "blocks": blocks}
 
+    def _digest(self, notification: Notification) -> dict:
+        """A digest: its subject as the header, its text in mrkdwn sections of at most 3000 characters each."""
+        data = notification.data
+        blocks: list[dict] = [
+            {"type": "header", "text": {"type": "plain_text", "text": notification.subject[:150]}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": data.get("step_label") or "Digest"}]},
+        ]
+        chunks = text_chunks(_mrkdwn(notification.digest.text), SLACK_SECTION_CHARS)
+        blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": c}} for c in chunks[:SLACK_MAX_SECTIONS]]
+        if len(chunks) > SLACK_MAX_SECTIONS:
+            more = f"continued in the portal: <{data['url']}|open the digest>"
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
+        return {"text": notification.subject, "blocks": blocks}
+
     def _failure(self, summary: dict) -> dict:
         text = (
             f"*<{summary['url']}|{_mrkdwn(failure_line(summary))}>*\n"
@@ -210,6 +227,27 @@ class SlackTransport(Transport):
     def _item(self, item: dict) -> dict:
         text = f"*<{item['url']}|{_mrkdwn(item['subject'])}>*\n{_mrkdwn(item.get('step_label') or '')}"
         return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
+def text_chunks(text: str, limit: int) -> list[str]:
+    """The text in pieces of at most ``limit`` characters, cut at line ends where a line fits."""
+    chunks: list[str] = []
+    current = ""
+    for line in text.splitlines():
+        while len(line) > limit:
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(line[:limit])
+            line = line[limit:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            chunks.append(current)
+            candidate = line
+        current = candidate
+    if current.strip():
+        chunks.append(current)
+    return [chunk for chunk in chunks if chunk.strip()]
 
 
 def _mrkdwn(text: str) -> str:
@@ -230,6 +268,8 @@ class WebhookTransport(Transport):
         http_post(self.target.url, notification=notification, body=body, headers=headers, secrets=(self.target.secret,))
 
     def payload(self, notification: Notification, *, timestamp: str) -> dict:
+        if notification.digest_id is not None:
+            return self._digest(notification, timestamp=timestamp)
         data = notification.data
         failures = [{**f, "sla": sla_countdown(f, now=self.now)} for f in data.get("failures") or []]
         return {
@@ -245,6 +285,21 @@ class WebhookTransport(Transport):
             "items": data.get("items") or [],
         }
 
+    def _digest(self, notification: Notification, *, timestamp: str) -> dict:
+        """A digest: its kind, audience, period, figures (as stored on the Digest) and text."""
+        digest = notification.digest
+        return {
+            "notification_id": str(notification.uid),
+            "timestamp": int(timestamp),
+            "kind": digest.kind,
+            "subject": notification.subject,
+            "audience": digest.audience,
+            "period": {"start": digest.period_start.isoformat(), "end": digest.period_end.isoformat()},
+            "figures": digest.figures,
+            "text": digest.text,
+            "url": notification.data.get("url", ""),
+        }
+
 
 class EmailTransport(Transport):
     """E-mail through Django's mail settings: plain text with an HTML alternative, Notification-Id as a header."""
@@ -253,15 +308,15 @@ class EmailTransport(Transport):
         to = [address.strip() for address in self.target.email_to.split(",") if address.strip()]
         if not to:
             raise TransportError("the channel has no e-mail address", permanent=True)
-        context = self.context(notification)
+        text, html = self.bodies(notification)
         message = EmailMultiAlternatives(
             subject=" ".join(notification.subject.split()),  # a line break in a header is refused
-            body=render_to_string("escalation/email/notification.txt", context),
+            body=text,
             to=to,
             headers={"Notification-Id": str(notification.uid)},
             connection=get_connection(timeout=settings.PORTAL_HTTP_TIMEOUT),
         )
-        message.attach_alternative(render_to_string("escalation/email/notification.html", context), "text/html")
+        message.attach_alternative(html, "text/html")
         try:
             message.send()
         except smtplib.SMTPRecipientsRefused as exc:
@@ -272,6 +327,14 @@ class EmailTransport(Transport):
         except (smtplib.SMTPException, OSError) as exc:  # refused connection, timeout, TLS
             kind = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
             raise TransportError(f"SMTP delivery failed ({kind})") from None
+
+    def bodies(self, notification: Notification) -> tuple[str, str]:
+        """The plain text and HTML: a digest's own (rendered when it was composed), else the notification's."""
+        if notification.digest_id is not None:
+            return notification.digest.text, notification.digest.html
+        context = self.context(notification)
+        text = render_to_string("escalation/email/notification.txt", context)
+        return text, render_to_string("escalation/email/notification.html", context)
 
     def context(self, notification: Notification) -> dict:
         data = notification.data

@@ -136,6 +136,8 @@ class FailureSerializer(serializers.ModelSerializer):
             "resolution_plan_due",
             "ticket_key",
             "ticket_url",
+            "retry_advice_count",
+            "retries_advised",
             "is_protected_branch",
             "classified_by",
             "classification_rule_version",

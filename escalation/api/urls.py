@@ -2,7 +2,9 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from escalation.api.classification import ClassificationRuleViewSet, SignatureViewSet
+from escalation.api.fallout import FalloutViewSet
 from escalation.api.reports import JUnitReportView, SarifReportView, SecretsReportView, TrivyReportView
+from escalation.api.retry import RetryAdviceView
 from escalation.api.views import EventView, FailureViewSet
 from escalation.api.webhooks import GitHubWebhookView, GitLabWebhookView
 
@@ -10,6 +12,7 @@ router = SimpleRouter()
 router.register("failures", FailureViewSet, basename="failure")
 router.register("classification/rules", ClassificationRuleViewSet, basename="classification-rule")
 router.register("signatures", SignatureViewSet, basename="signature")
+router.register("fallouts", FalloutViewSet, basename="fallout")
 
 urlpatterns = [
     path("events/", EventView.as_view(), name="events"),
@@ -19,5 +22,6 @@ urlpatterns = [
     path("reports/sarif/", SarifReportView.as_view(), name="report-sarif"),
     path("reports/trivy/", TrivyReportView.as_view(), name="report-trivy"),
     path("reports/secrets/", SecretsReportView.as_view(), name="report-secrets"),
+    path("retry-advice/", RetryAdviceView.as_view(), name="retry-advice"),
     *router.urls,
 ]

@@ -92,10 +92,21 @@ class RetryAdvice(models.Model):
     max_attempts = models.PositiveSmallIntegerField(default=0)
     reason = models.CharField(max_length=300)
     asked_at = models.DateTimeField()
+    idempotency_key = models.CharField(
+        max_length=255, blank=True, help_text="The Idempotency-Key header: the same key answers this advice again"
+    )
 
     class Meta:
         ordering = ["-asked_at", "-id"]
         verbose_name_plural = "retry advice"
+        constraints = [
+            # A repeated Idempotency-Key from one source answers the stored advice; concurrent repeats meet here.
+            models.UniqueConstraint(
+                fields=["source", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="retry_advice_idempotency_key",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.job_name} attempt {self.attempt}: {'retry' if self.retry else 'no retry'}"

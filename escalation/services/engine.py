@@ -36,6 +36,8 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
     ScheduleSpec("sla-sweep", "escalation.tasks.sla_sweep", "I", 1),
     ScheduleSpec("notifications-deliver", "escalation.tasks.notifications_deliver", "I", 1),
     ScheduleSpec("engine-heartbeat", "escalation.tasks.engine_heartbeat", "I", 1),
+    ScheduleSpec("digests", "escalation.tasks.digests_send_due", "I", 5),
+    ScheduleSpec("detect-patterns", "escalation.tasks.detect_patterns", "I", 15),
 )
 
 

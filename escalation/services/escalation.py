@@ -191,12 +191,14 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
             if d.step == S.TICKET and failure.ticket_key:
                 _step(plan, failure, d, [], now, actor, note=f"already has ticket {failure.ticket_key}")
                 continue
+            if d.step == S.LEVEL_2:  # no chat: the Scrum Master's standup digest lists it (services/digests)
+                _step(plan, failure, d, [], now, actor, told=_standup_digest(config, targets))
+                failure.escalation_level = 2
+                continue
             recipients = _recipients(config, targets, failure, d.step)
             _step(plan, failure, d, recipients, now, actor)
             if d.step == S.LEVEL_1:
                 failure.breached_at, failure.escalation_level = d.due_at, max(failure.escalation_level, 1)
-            elif d.step == S.LEVEL_2:
-                failure.escalation_level = 2
         done[failure.pk] |= steps
         failure.next_step_at = next_step_at(failure, team=team, done=done[failure.pk])
     inserted = notifications_write(list(plan.messages.values()), now=now)
@@ -229,9 +231,12 @@ def _failures_store(failures: list[Failure]) -> None:
         cursor.execute(_STORE_SQL, columns)
 
 
-def _step(plan: _Plan, failure: Failure, due: Due, recipients: list, now: datetime, actor: Actor, note: str = ""):
+def _step(
+    plan: _Plan, failure: Failure, due: Due, recipients: list, now: datetime, actor: Actor, note: str = "",
+    told: list[dict] | None = None,
+):  # fmt: skip
     names = plan.team_names
-    told = []
+    told = list(told or [])
     for team, target in recipients:
         key = f"{_ref(failure)}:{due.step}:{'c' if isinstance(target, NotificationChannel) else 't'}{target.pk}"
         message = plan.messages.get(key)
@@ -247,6 +252,15 @@ def _step(plan: _Plan, failure: Failure, due: Due, recipients: list, now: dateti
     text = f"{S(due.step).label}: {who}"
     data = {"step": due.step, "due_at": due.due_at.isoformat(), "recipients": told}
     plan.entries.append((failure.pk, now, TimelineKind.ESCALATED, actor.label, actor.source, text, data))
+
+
+STANDUP_DIGEST = "standup digest"
+
+
+def _standup_digest(config: RoutingConfig, targets: "_Targets") -> list[dict]:
+    """Level 2's recipients: the Scrum Master's team (the role's default team), told in its standup digest."""
+    team = targets.teams.get(config.role_teams.get(Role.SCRUM_MASTER))
+    return [{"team": team.name if team else "nobody", "target": STANDUP_DIGEST}]
 
 
 def _ref(failure: Failure) -> str:

@@ -11,7 +11,15 @@ from django.db.models import Count, F, Min, Q, QuerySet
 from django.urls import reverse
 
 from escalation.choices import NotificationStatus
-from escalation.models import Failure, Notification, NotificationChannel, TicketTracker, TimelineEntry, TimelineKind
+from escalation.models import (
+    Failure,
+    Fallout,
+    Notification,
+    NotificationChannel,
+    TicketTracker,
+    TimelineEntry,
+    TimelineKind,
+)
 from escalation.services.statements import insert_many, insert_values
 from escalation.services.timeline import timeline_entry
 from escalation.transports import TransportError, transport_for
@@ -246,8 +254,13 @@ def _rate_limit(rows: list[Notification], *, now: datetime, result: DeliveryResu
             result.deferred += len(mine)
         else:
             alone = mine[: available - 1]
+            # A digest is a message of its own: folded into a batch it would shrink to a subject and a link.
+            waiting = [row.pk for row in rows if row.channel_id == channel_id and row.digest_id and row.pk not in alone]
+            Notification.objects.filter(pk__in=waiting).update(next_attempt_at=now + RATE_WINDOW)
+            result.deferred += len(waiting)
             rest = list(
                 due.exclude(pk__in=alone)
+                .filter(digest__isnull=True)
                 .select_for_update(skip_locked=True)
                 .order_by("next_attempt_at", "id")[:BATCH_MAX]
             )
@@ -302,6 +315,9 @@ def failures_list_url() -> str:
 def _deliver_one(notification: Notification, *, now: datetime, result: DeliveryResult) -> None:
     _refresh_failures(notification)
     try:
+        if notification.tracker_id is not None and notification.fallout_id is not None:
+            _fallout_ticket_open(notification, now=now, result=result)
+            return
         if notification.tracker_id is not None:
             _ticket_open(notification, now=now, result=result)
             return
@@ -410,6 +426,28 @@ def _ticket_open(notification: Notification, *, now: datetime, result: DeliveryR
         message = f"Ticket {ref.key} opened: {ref.url}"
         TimelineEntry.objects.bulk_create(
             timeline_entry(failure, now, TimelineKind.TICKET_OPENED, _ACTOR, message, data) for failure in failures
+        )
+        _delivered(notification, now=now, result=result)
+
+
+def _fallout_ticket_open(notification: Notification, *, now: datetime, result: DeliveryResult) -> None:
+    """Open the fallout's ticket once: reserved like a failure's (ticket_key = 'opening:<uid>', a conditional
+    UPDATE), so two workers or a second pass never open a second one; its key and URL go on the fallout.
+    The failures it lists keep their own tickets."""
+    marker = f"opening:{notification.uid}"
+    fallout = Fallout.objects.filter(Q(ticket_key="") | Q(ticket_key=marker), pk=notification.fallout_id)
+    if not fallout.update(ticket_key=marker):
+        _delivered(notification, now=now, result=result, note="not sent: the fallout has a ticket already")
+        result.skipped += 1
+        return
+    try:
+        ref = transport_for(notification, now=now).send(notification)
+    except BaseException:
+        Fallout.objects.filter(pk=notification.fallout_id, ticket_key=marker).update(ticket_key="")
+        raise
+    with transaction.atomic():
+        Fallout.objects.filter(pk=notification.fallout_id, ticket_key=marker).update(
+            ticket_key=ref.key[:100], ticket_url=ref.url[:500]
         )
         _delivered(notification, now=now, result=result)
 

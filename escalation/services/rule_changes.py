@@ -689,11 +689,13 @@ def _apply_batch(change: RuleChange, batch: list[RuleChangeEffect], actor: Actor
         effect.outcome, effect.outcome_note = "skipped", _skip_reason(failure, effect, claimed)
         if effect.outcome_note:
             continue
-        before = row_state(failure)
+        before, from_team = row_state(failure), failure.owner_team_id
         _retype(failure, effect, change, versions, claimed, config)
         effect.outcome = "applied"
         changed.append(failure)
-        timeline.append(_reclassified_entry(failure, effect, change, actor, now, config))
+        entry = _reclassified_entry(failure, effect, change, actor, now, config)
+        entry.data.update(from_team=from_team, to_team=failure.owner_team_id)  # fallout: reassigned between teams
+        timeline.append(entry)
         audits.append((failure, before, row_state(failure)))
     Failure.objects.bulk_update(changed, _FAILURE_FIELDS)
     TimelineEntry.objects.bulk_create(timeline)

@@ -72,7 +72,10 @@ def test_an_immediate_failure_climbs_every_rung_once(api, channels):
     sla_sweep(now=datetime(2026, 11, 19, 9, 29, tzinfo=UTC))
     assert S.LEVEL_2 not in steps(failure)
     sla_sweep(now=datetime(2026, 11, 19, 9, 31, tzinfo=UTC))
-    assert told(failure, S.LEVEL_2) == {"#scrum"}
+    # Level 2 is delivered in the Scrum Master's standup digest (tests/escalation/test_digests.py): no chat message.
+    assert told(failure, S.LEVEL_2) == set()
+    level_two = Escalation.objects.get(failure=failure, step=S.LEVEL_2)
+    assert level_two.recipients == [{"team": "Scrum", "target": "standup digest"}]
     failure.refresh_from_db()
     assert failure.escalation_level == 2 and failure.next_step_at is None
 

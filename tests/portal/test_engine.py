@@ -18,10 +18,12 @@ from escalation.services.escalation import SweepResult
 
 pytestmark = pytest.mark.django_db
 
-EXPECTED = {
-    "sla-sweep": "escalation.tasks.sla_sweep",
-    "notifications-deliver": "escalation.tasks.notifications_deliver",
-    "engine-heartbeat": "escalation.tasks.engine_heartbeat",
+EXPECTED = {  # name: (task, every so many minutes)
+    "sla-sweep": ("escalation.tasks.sla_sweep", 1),
+    "notifications-deliver": ("escalation.tasks.notifications_deliver", 1),
+    "engine-heartbeat": ("escalation.tasks.engine_heartbeat", 1),
+    "digests": ("escalation.tasks.digests_send_due", 5),
+    "detect-patterns": ("escalation.tasks.detect_patterns", 15),
 }
 
 
@@ -53,8 +55,8 @@ def fake_sweep(monkeypatch):
 
 
 def test_the_schedules_exist_once_after_migrate():
-    assert schedules() == {name: [(func, Schedule.MINUTES, 1)] for name, func in EXPECTED.items()}
-    assert callable(tasks.sla_sweep) and callable(tasks.engine_heartbeat)
+    assert schedules() == {name: [(func, Schedule.MINUTES, minutes)] for name, (func, minutes) in EXPECTED.items()}
+    assert all(callable(getattr(tasks, func.rpartition(".")[2])) for func, _ in EXPECTED.values())
 
 
 def test_migrating_again_duplicates_no_schedule_and_restores_an_edited_row():
@@ -62,7 +64,7 @@ def test_migrating_again_duplicates_no_schedule_and_restores_an_edited_row():
     Schedule.objects.create(name="engine-heartbeat", func="escalation.tasks.engine_heartbeat", schedule_type="I")
     call_command("migrate", verbosity=0)
     call_command("migrate", verbosity=0)
-    assert schedules() == {name: [(func, Schedule.MINUTES, 1)] for name, func in EXPECTED.items()}
+    assert schedules() == {name: [(func, Schedule.MINUTES, minutes)] for name, (func, minutes) in EXPECTED.items()}
 
 
 def test_a_changed_interval_in_code_updates_the_row(monkeypatch):
@@ -72,11 +74,11 @@ def test_a_changed_interval_in_code_updates_the_row(monkeypatch):
         for spec in engine.SCHEDULES
     )
     monkeypatch.setattr(engine, "SCHEDULES", changed)
-    assert engine.schedules_ensure() == 3
-    assert engine.schedules_ensure() == 3
+    assert engine.schedules_ensure() == len(EXPECTED)
+    assert engine.schedules_ensure() == len(EXPECTED)
     assert schedules()["sla-sweep"] == [("escalation.tasks.sla_sweep", Schedule.MINUTES, 5)]
     assert Schedule.objects.get(name="sla-sweep").next_run == next_run  # the running cadence is kept
-    assert Schedule.objects.filter(name__in=EXPECTED).count() == 3
+    assert Schedule.objects.filter(name__in=EXPECTED).count() == len(EXPECTED)
 
 
 def test_a_new_line_in_schedules_is_a_new_schedule(monkeypatch):
@@ -87,7 +89,7 @@ def test_a_new_line_in_schedules_is_a_new_schedule(monkeypatch):
         "escalation.tasks.standup_digest",
         Schedule.DAILY,
     )
-    assert Schedule.objects.filter(name__in=EXPECTED).count() == 3
+    assert Schedule.objects.filter(name__in=EXPECTED).count() == len(EXPECTED)
 
 
 # --- beats and the engine's state ---

@@ -24,6 +24,8 @@ from escalation.choices import (
     ChangeSource,
     FailureStatus,
     FailureType,
+    FalloutCategory,
+    FalloutStatus,
     Resolution,
     Role,
     RuleChangeKind,
@@ -33,18 +35,23 @@ from escalation.choices import (
 from escalation.models import (
     ClassificationRule,
     ClockPause,
+    Digest,
     EngineBeat,
     Escalation,
     Failure,
     FailureGroup,
+    Fallout,
+    FalloutRule,
     IngestSource,
     MatrixRow,
     Notification,
     NotificationChannel,
+    RetryAdvice,
     Team,
     TicketTracker,
 )
 from escalation.services.failures import failure_correct_type, failures_acknowledge, failures_resolve
+from escalation.services.fallout import fallout_dismiss
 from escalation.services.rule_changes import rule_change_apply, rule_change_submit
 from escalation.services.sources import source_create
 from escalation.services.triage import failures_confirm_type
@@ -330,6 +337,51 @@ def probe_retry_notifications(ctx: Ctx, allowed: bool) -> None:
     assert ("retry" in offered_actions(ctx.client, reverse("admin:escalation_notification_changelist"))) is allowed
 
 
+FALLOUT_MODELS = (Fallout, FalloutRule, RetryAdvice, Digest)
+FALLOUT_CHANGELIST = reverse("admin:escalation_fallout_changelist")
+
+
+def probe_view_fallouts(ctx: Ctx, allowed: bool) -> None:
+    """Fallouts, fallout rules, retry advice and digests: the view permission of each, and their admin pages."""
+    perms = [f"escalation.view_{model._meta.model_name}" for model in FALLOUT_MODELS]
+    assert {perm: ctx.user.has_perm(perm) for perm in perms} == dict.fromkeys(perms, allowed)
+    urls = [
+        reverse(f"admin:escalation_{model._meta.model_name}_changelist")
+        for model in FALLOUT_MODELS
+        if admin.site.is_registered(model)
+    ]
+    assert {FALLOUT_CHANGELIST, reverse("admin:escalation_falloutrule_changelist")} <= set(urls)
+    expected = 200 if allowed else 403
+    assert {url: ctx.client.get(url).status_code for url in urls} == dict.fromkeys(urls, expected)
+
+
+def probe_tune_fallout_rules(ctx: Ctx, allowed: bool) -> None:
+    rule = FalloutRule.objects.get(code="generator_complexity")
+    _probe_change_form(ctx, allowed, rule, {"threshold": 5}, lambda r: r.threshold)
+    if allowed:
+        assert rule.threshold == 5
+
+
+def probe_decide_fallout(ctx: Ctx, allowed: bool) -> None:
+    now = timezone.now()
+    fallout = Fallout.objects.create(
+        rule=FalloutRule.objects.get(code="generator_complexity"), category=FalloutCategory.TECHNICAL_DEBT,
+        scope_key="global", title="Generator complexity: everywhere", status=FalloutStatus.PROPOSED,
+        opened_at=now, updated_at=now,
+    )  # fmt: skip
+    fallout.failures.add(ctx.failure(type="generator_drift"))
+    assert ({"confirm", "dismiss"} <= offered_actions(ctx.client, FALLOUT_CHANGELIST)) is allowed
+    ctx.client.post(FALLOUT_CHANGELIST, {"action": "confirm", "_selected_action": [fallout.pk]})
+    fallout.refresh_from_db()
+    if allowed:
+        assert (fallout.status, fallout.decided_by) == (FalloutStatus.OPEN, ctx.user)
+        return
+    assert fallout.status == FalloutStatus.PROPOSED
+    with pytest.raises(RoleRequired):
+        fallout_dismiss(fallout_id=fallout.pk, actor=ctx.actor(), now=timezone.now(), reason="not ours")
+    assert Fallout.objects.get(pk=fallout.pk).status == FalloutStatus.PROPOSED
+
+
 PROBES: dict[str, Callable[[Ctx, bool], None]] = {
     "View failures, timelines, the matrix, rules, teams and the audit log": probe_view,
     "Acknowledge failures": probe_acknowledge,
@@ -348,6 +400,9 @@ PROBES: dict[str, Callable[[Ctx, bool], None]] = {
     "Mark a failure complex": probe_mark_complex,
     "Manage notification channels and ticket trackers": probe_channels_and_trackers,
     "Retry dead notifications": probe_retry_notifications,
+    "View fallouts, fallout rules, retry advice and digests": probe_view_fallouts,
+    "Tune fallout rules (thresholds, windows, scope)": probe_tune_fallout_rules,
+    "Confirm or dismiss a proposed fallout": probe_decide_fallout,
 }
 
 ALLOWED = [pytest.param(cap, role.value, id=f"{cap.name} | {role.value}") for cap in CAPABILITIES for role in cap.roles]

@@ -131,7 +131,7 @@ def failure_correct_type(*, failure_id: int, failure_type: str, actor: Actor, no
         twin = failure_open_twin(failure=failure, fingerprint=fingerprint)
         if twin is not None:
             raise InvalidState(f"failure {twin.pk} is already open as {failure_type} for this job; resolve one first")
-        before, old_type = row_state(failure), failure.failure_type
+        before, old_type, old_team = row_state(failure), failure.failure_type, failure.owner_team_id
         failure_retype(failure=failure, failure_type=failure_type, fingerprint=fingerprint, config=config)
         failure.classified_by = f"corrected by {actor.label}"
         failure.triage_verdict, failure.triaged_at, failure.triaged_by = TriageVerdict.CORRECTED, now, actor.user
@@ -141,6 +141,7 @@ def failure_correct_type(*, failure_id: int, failure_type: str, actor: Actor, no
         if rule is not None:
             message += f"; rule {rule.name!r} marked wrong"
         data = {"from": old_type, "to": failure_type, "rule": rule.name if rule else None, "verdict": "corrected"}
+        data.update(from_team=old_team, to_team=failure.owner_team_id)  # fallout: reassigned between teams
         timeline_add(failure, now, TimelineKind.TYPE_CORRECTED, actor, message, data)
         audit_record(
             actor=actor, action=AuditAction.UPDATE, obj=failure, at=now, before=before, after=row_state(failure)
