@@ -160,6 +160,19 @@ def test_scanner_rate_limits_ignore_failures_without_the_tag(api):
     assert not Fallout.objects.filter(rule__code="scanner_rate_limits").exists()
 
 
+@pytest.mark.parametrize("json_containment", [True, False], ids=["postgresql", "without JSON containment"])
+def test_scanner_rate_limits_pick_the_tagged_failures_with_or_without_json_containment(
+    api, json_containment, monkeypatch
+):
+    from django.db import connection
+
+    monkeypatch.setattr(connection.features, "supports_json_field_contains", json_containment)  # SQLite: False
+    ids = _rate_limited(api, 2)
+    reported(api, 2, type="ci_runner")
+    detect_patterns(now=timezone.now())
+    assert failure_ids(Fallout.objects.get(rule__code="scanner_rate_limits")) == set(ids)
+
+
 def test_generator_complexity_counts_failures_first_seen_in_the_window_only(api):
     ids = _generator(api, 3)
     Failure.objects.filter(pk=ids[0]).update(first_seen_at=timezone.now() - timedelta(days=8))

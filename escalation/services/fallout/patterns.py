@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Count, F, Max, Q
 
 from escalation.choices import FailureType, FalloutScope, JobStatus, ReportKind, TestOutcome
@@ -226,9 +227,18 @@ def connection_pool(rule: FalloutRule, window: Window) -> list[Hit]:
 @detector("scanner_rate_limits", scopes=(*_FAILURE_SCOPES, S.RUNNER_LABEL, S.FAILURE_TYPE))
 def scanner_rate_limits(rule: FalloutRule, window: Window) -> list[Hit]:
     """Failures tagged rate_limited and reported in the window; each failure counts once."""
-    occurrences = _occurrence_triggers(window, Q(failure__tags__contains=["rate_limited"]))
+    occurrences = _occurrence_triggers(window, _tagged("rate_limited"))
     triggers = [Trigger(**{**t.__dict__, "count_key": t.failure_ids[0]}) for t in occurrences]
     return scope_hits(rule, window, triggers, unit="rate-limited failures")
+
+
+def _tagged(tag: str) -> Q:
+    """Occurrences of failures carrying the tag. SQLite (``make run``) has no JSON containment: there the
+    tagged failures are picked in Python."""
+    if connection.features.supports_json_field_contains:
+        return Q(failure__tags__contains=[tag])
+    tagged = [pk for pk, tags in Failure.objects.exclude(tags=[]).values_list("pk", "tags") if tag in tags]
+    return Q(failure_id__in=tagged)
 
 
 @detector("sla_misses", scopes=(S.FAILURE_TYPE, *_FAILURE_SCOPES))
