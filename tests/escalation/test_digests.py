@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from escalation.choices import DigestKind, FailureStatus, FalloutStatus, Resolution
 from escalation.choices import EscalationStep as S
@@ -541,8 +542,11 @@ def test_the_command_sends_each_kind_once_and_says_so_the_second_time(week):
     again = command("weekly", "--at", "2026-11-16T10:00:00")
     assert again.count("already sent") == 3 and Notification.objects.count() == 3
 
-    out = command("monthly", "--at", "2026-12-01T09:30:00Z")
+    assert all(n.next_attempt_at <= timezone.now() for n in Notification.objects.all())  # due now, not at --at
+
+    out = command("monthly", "--at", "2026-12-01T09:30:00Z")  # a moment to come: composed as then, sent now
     assert "Monthly process review for scrum_master (Scrum)" in out and "1 message(s) queued" in out
+    assert Notification.objects.get(digest__kind=DigestKind.MONTHLY).next_attempt_at <= timezone.now()
     assert "already sent" in command("monthly", "--at", "2026-12-01T09:45:00Z")
 
     out = command("daily", "--team", "Backend", "--at", "2026-11-17T09:30:00Z")

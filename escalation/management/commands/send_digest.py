@@ -33,7 +33,7 @@ class Command(BaseCommand):
                 composed = digest_compose(plan, now=now)
                 self.stdout.write(f"--- {_who(plan)} (dry run: not stored, not sent)\n{composed.text}")
                 continue
-            sent = digest_send(plan, now=now)
+            sent = digest_send(plan, now=now, queued_at=timezone.now())
             number = sent.digest.pk
             if not sent.created:
                 self.stdout.write(f"{_who(plan)}: already sent (digest #{number}); nothing sent.")

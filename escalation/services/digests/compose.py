@@ -165,8 +165,11 @@ def digest_compose(plan: DigestPlan, *, now: datetime) -> Composed:
     return Composed(plan=plan, subject=subject[:300], figures=figures, text=text, html=html)
 
 
-def digest_send(plan: DigestPlan, *, now: datetime) -> Sent:
+def digest_send(plan: DigestPlan, *, now: datetime, queued_at: datetime | None = None) -> Sent:
     """Store the plan's digest and queue it to the audience team's enabled channels, once.
+
+    ``now`` is the moment the figures are computed at; ``queued_at`` (default ``now``) when the messages are
+    due, so a digest composed for another moment by hand (``send_digest --at``) still goes out at once.
 
     A daily digest with nothing to report is stored without messages, so it is neither recomputed nor sent.
     A digest already stored for this kind, audience and period is returned with ``created`` False.
@@ -183,7 +186,7 @@ def digest_send(plan: DigestPlan, *, now: datetime) -> Sent:
         figures=composed.figures,
         text=composed.text,
         html=composed.html,
-        created_at=now,
+        created_at=queued_at or now,
     )
     with transaction.atomic():
         digest.pk = _insert_once(digest)
@@ -191,7 +194,7 @@ def digest_send(plan: DigestPlan, *, now: datetime) -> Sent:
             stored = Digest.objects.get(kind=plan.kind, audience=plan.audience, period_start=plan.period_start)
             return Sent(digest=stored, created=False, notifications=0)
         messages = _messages(digest) if composed.has_news else []
-        inserted = notifications_write(messages, now=now)
+        inserted = notifications_write(messages, now=queued_at or now)
     return Sent(digest=digest, created=True, notifications=len(inserted))
 
 

@@ -330,7 +330,12 @@ def fallout_text(fallout: Fallout, *, stage: str) -> tuple[str, list[str]]:
     lines = [
         f"{heading}: {rule.name} ({fallout.get_category_display().lower()})",
         f"Pattern: {rule.pattern}",
-        f"Scope: {FalloutScope(rule.scope).label.lower()}: {detail.get('scope_label', fallout.scope_key)}",
+        "Scope: "
+        + (
+            "everywhere"
+            if rule.scope == FalloutScope.GLOBAL
+            else f"{FalloutScope(rule.scope).label.lower()}: {detail.get('scope_label', fallout.scope_key)}"
+        ),
         "Figures:",
     ]
     for key, value in detail.items():
