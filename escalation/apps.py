@@ -7,6 +7,7 @@ class EscalationConfig(AppConfig):
     verbose_name = "Escalation"
 
     def ready(self) -> None:
+        from escalation import lookups  # noqa: F401 - registers __in_array
         from escalation.api import schema  # noqa: F401 - registers the OpenAPI auth extension
 
         post_migrate.connect(_schedules_ensure, sender=self, dispatch_uid="escalation.schedules_ensure")

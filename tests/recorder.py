@@ -146,5 +146,5 @@ def outbox_entry(
         tracker=tracker,
         dedupe_key=dedupe_key,
     )
-    [row] = notifications_write([message], now=now)
-    return row
+    [pk] = notifications_write([message], now=now)
+    return Notification.objects.get(pk=pk)

@@ -171,7 +171,8 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
         if failure.group_id is not None:
             failure.group = groups[failure.group_id]
     done: dict[int, set[str]] = defaultdict(set)
-    for failure_id, step in Escalation.objects.filter(failure__in=failures).values_list("failure_id", "step"):
+    taken = Escalation.objects.filter(failure_id__in_array=[f.pk for f in failures])
+    for failure_id, step in taken.values_list("failure_id", "step"):
         done[failure_id].add(step)
     _groups_join(failures)
     targets = _Targets.load()
@@ -358,7 +359,7 @@ def _groups_join(failures: list[Failure]) -> None:
         return
     existing: dict[str, list[FailureGroup]] = defaultdict(list)
     earliest = min(f.first_seen_at for members in keyed.values() for f in members)
-    for group in FailureGroup.objects.filter(key__in=list(keyed), window_ends_at__gte=earliest).order_by("id"):
+    for group in FailureGroup.objects.filter(key__in_array=list(keyed), window_ends_at__gte=earliest).order_by("id"):
         existing[group.key].append(group)
     partners = _earlier_partners(keyed, existing, exclude=[f.pk for f in failures])
     new_groups: list[FailureGroup] = []
@@ -388,7 +389,7 @@ def _groups_join(failures: list[Failure]) -> None:
             failure.group = failure.group  # the group has its key now; assigning the object keeps it cached
     FailureGroup.objects.bulk_update(list(grown.values()), ["size"])
     for group in {id(g): g for _, g in pulled_in}.values():
-        Failure.objects.filter(pk__in=[pk for pk, g in pulled_in if g is group]).update(group=group)
+        Failure.objects.filter(pk__in_array=[pk for pk, g in pulled_in if g is group]).update(group=group)
 
 
 def _earlier_partners(
@@ -407,9 +408,9 @@ def _earlier_partners(
     # holding this signature's lock would deadlock with it.
     rows = (
         Failure.objects.select_for_update(skip_locked=True)
-        .filter(signature__in=list(lone), group__isnull=True)
+        .filter(signature__in_array=list(lone), group__isnull=True)
         .filter(first_seen_at__gte=min(lone.values()) - STORM_WINDOW)
-        .exclude(pk__in=exclude)
+        .exclude(pk__in_array=exclude)
         .values_list("pk", "signature", "first_seen_at")
     )
     partners: dict[str, list[tuple[int, datetime]]] = defaultdict(list)

@@ -2,6 +2,7 @@
 
 import functools
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,7 +21,7 @@ from escalation.models import (
     TimelineEntry,
     TimelineKind,
 )
-from escalation.services.statements import insert_many, insert_values
+from escalation.services.statements import insert_values
 from escalation.services.timeline import timeline_entry
 from escalation.transports import TransportError, transport_for
 from portal.audit import Actor, audit_bulk, audit_record, row_state
@@ -89,45 +90,32 @@ def message_text(step_label: str, failures: list[dict]) -> tuple[str, str]:
     return subject[:300], "\n".join(lines)
 
 
-def notifications_write(messages: list[Message], *, now: datetime) -> list[Notification]:
-    """Insert outbox rows in the caller's transaction, one per dedupe key; returns the rows inserted.
+def notifications_write(messages: list[Message], *, now: datetime) -> list[int]:
+    """Insert outbox rows in the caller's transaction, one per dedupe key; returns the ids inserted.
 
     A message whose key exists already adds its failures to that row: to its text while nobody has
     tried to send it (the row is locked here, so delivery cannot start meanwhile), else only to its
     record, since the target was told of the group already. The caller holds the lock that makes the
     key check safe (the claimed failure for a failure's key, the group's advisory lock for a group's);
-    the unique index is the backstop.
+    the unique index is the backstop. Rows are written from tuples: a sweep writes thousands.
     """
     if not messages:
         return []
     keys = [m.dedupe_key for m in messages if m.dedupe_key]
-    taken = {
-        row.dedupe_key: row
-        for row in Notification.objects.select_for_update(of=("self",)).filter(dedupe_key__in=keys).order_by("id")
-    }
-    inserted = [
+    locked = Notification.objects.select_for_update(of=("self",)).filter(dedupe_key__in_array=keys).order_by("id")
+    taken = {row.dedupe_key: row for row in locked} if keys else {}
+    fresh = [message for message in messages if message.dedupe_key not in taken]
+    pending = NotificationStatus.PENDING
+    rows = [
         (
-            Notification(
-                channel=message.channel,
-                tracker=message.tracker,
-                fallout_id=message.fallout_id,
-                digest_id=message.digest_id,
-                step=message.step,
-                subject=message.subject[:300],
-                body=message.body,
-                data=message.data,
-                dedupe_key=message.dedupe_key,
-                next_attempt_at=now,
-                created_at=now,
-            ),
-            message,
+            uuid.uuid4(), m.channel.pk if m.channel else None, m.tracker.pk if m.tracker else None, m.fallout_id,
+            m.digest_id, m.step, m.subject[:300], m.body, m.data, m.dedupe_key, pending, 0, now, "", now,
         )
-        for message in messages
-        if message.dedupe_key not in taken
-    ]
-    insert_many([row for row, _ in inserted], keys_needed=True)
+        for m in fresh
+    ]  # fmt: skip
+    ids = insert_values(Notification, _OUTBOX_COLUMNS, rows, keys_needed=True)
     through = Notification.failures.through
-    links = [(row.pk, failure_id) for row, m in inserted for failure_id in m.failure_ids]
+    links = [(pk, failure_id) for pk, m in zip(ids, fresh, strict=True) for failure_id in m.failure_ids]
     merged = []
     for message in messages:
         row = taken.get(message.dedupe_key)
@@ -143,7 +131,13 @@ def notifications_write(messages: list[Message], *, now: datetime) -> list[Notif
             merged.append(row)
     Notification.objects.bulk_update(merged, ["data", "subject", "body"])
     insert_values(through, ["notification_id", "failure_id"], links)
-    return [row for row, _ in inserted]
+    return ids
+
+
+_OUTBOX_COLUMNS = [
+    *("uid", "channel_id", "tracker_id", "fallout_id", "digest_id", "step", "subject", "body", "data"),
+    *("dedupe_key", "status", "attempts", "next_attempt_at", "last_error", "created_at"),
+]
 
 
 # --- delivery: claim due entries, send each outside any transaction, record the outcome ---

@@ -171,14 +171,21 @@ def insert_many(rows: list[models.Model], *, keys_needed: bool = False) -> None:
         row._state.adding, row._state.db = False, connection.alias
 
 
-def insert_values(model: type[models.Model], names: list[str], rows: list[tuple]) -> None:
+def insert_values(model: type[models.Model], names: list[str], rows: list[tuple], *, keys_needed: bool = False) -> list:
     """Many new rows given as tuples of the ``names`` attributes: COPY on PostgreSQL without building model
-    instances (a sweep writes tens of thousands), ``bulk_create`` of instances elsewhere."""
+    instances (a sweep writes tens of thousands), ``bulk_create`` of instances elsewhere. With
+    ``keys_needed``, returns the new rows' keys in order (on PostgreSQL taken from the sequence first)."""
     if not rows:
-        return
+        return []
     if connection.vendor != "postgresql":
-        model.objects.bulk_create([model(**dict(zip(names, row, strict=True))) for row in rows], batch_size=1000)
-        return
+        objs = [model(**dict(zip(names, row, strict=True))) for row in rows]
+        model.objects.bulk_create(objs, batch_size=1000)
+        return [obj.pk for obj in objs] if keys_needed else []
+    keys = []
+    if keys_needed:
+        keys = next_ids(model, len(rows))
+        names = ["id", *names]
+        rows = [(key, *row) for key, row in zip(keys, rows, strict=True)]
     fields = [model._meta.get_field(name) for name in names]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     json = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
@@ -190,3 +197,4 @@ def insert_values(model: type[models.Model], names: list[str], rows: list[tuple]
                 for i in json:
                     row[i] = Jsonb(row[i])
             copy.write_row(row)
+    return keys

@@ -123,9 +123,10 @@ def test_over_the_rate_limit_a_digest_waits_for_the_next_window_instead_of_joini
     )  # fmt: skip
     data = {"step_label": "Daily standup digest", "title": digest.subject, "url": "http://portal.test/d/1"}
     chat = [Message(subject=f"alert {n}", body="", data={}, failure_ids=[], channel=slack) for n in range(3)]
-    [*alerts, entry] = notifications_write(
+    [*alerts, entry_id] = notifications_write(
         [*chat, Message(digest.subject, digest.text, data, [], channel=slack, digest_id=digest.pk)], now=NOW
     )
+    entry = Notification.objects.get(pk=entry_id)
 
     result = notifications_deliver(now=NOW)
 
