@@ -45,12 +45,13 @@ def admin_actor(request) -> Actor:
     return Actor.of_user(request.user, ChangeSource.ADMIN)
 
 
-def each_failure(modeladmin: admin.ModelAdmin, request, failure_ids: list[int], call, done: str) -> None:
-    """Call a one-failure service for each failure; a refused one is reported and does not hide the others."""
+def each_row(modeladmin: admin.ModelAdmin, request, ids: list[int], call, done: str, noun: str = "failure") -> None:
+    """Call a one-row service (a failure's, a fallout's) for each id; a refused one is reported and does not
+    hide the others."""
     changed, errors = 0, {}
-    for failure_id in failure_ids:
+    for pk in ids:
         try:
-            call(failure_id)
+            call(pk)
         except PortalError as exc:
             errors[exc.detail] = None
             continue
@@ -58,7 +59,7 @@ def each_failure(modeladmin: admin.ModelAdmin, request, failure_ids: list[int], 
     for detail in errors:
         modeladmin.message_user(request, detail, level=messages.ERROR)
     if changed:
-        modeladmin.message_user(request, f"{changed} failure(s) {done}.")
+        modeladmin.message_user(request, f"{changed} {noun}(s) {done}.")
 
 
 class ConfigAdmin(admin.ModelAdmin):
@@ -343,7 +344,7 @@ class FailureAdmin(admin.ModelAdmin):
         )
 
     def _each(self, request, queryset: QuerySet, call, done: str) -> None:
-        each_failure(self, request, list(queryset.values_list("id", flat=True)), call, done)
+        each_row(self, request, list(queryset.values_list("id", flat=True)), call, done)
 
     @admin.action(description="Set the resolution plan (note = plan; empty clears it)", permissions=["plan"])
     def set_resolution_plan(self, request, queryset):

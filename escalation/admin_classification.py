@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from escalation.admin import ReadOnlyAdmin, admin_actor, each_failure
+from escalation.admin import ReadOnlyAdmin, admin_actor, each_row
 from escalation.choices import FailureType, RuleChangeKind, RuleChangeStatus, RuleStage
 from escalation.models import ClassificationRule, ClassificationRuleVersion, FailureAwaitingTriage, RuleChange
 from escalation.selectors import failures_awaiting_triage, rule_precision, rules_with_stats
@@ -538,4 +538,4 @@ class TriageQueueAdmin(ReadOnlyAdmin):
                 failure_id=failure_id, failure_type=failure_type, actor=admin_actor(request), now=timezone.now()
             )
 
-        each_failure(self, request, failure_ids, correct, f"corrected to {failure_type}")
+        each_row(self, request, failure_ids, correct, f"corrected to {failure_type}")

@@ -3,13 +3,13 @@ Dev Triage) and the fallouts they opened or proposed, confirmed, dismissed or cl
 and Senior Dev Triage. Every change goes through the services and the audit log."""
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from escalation.admin import ConfigAdmin, ReadOnlyAdmin, admin_actor
+from escalation.admin import ConfigAdmin, ReadOnlyAdmin, admin_actor, each_row
 from escalation.models import Fallout, FalloutRule
 from escalation.services.fallout import (
     InvalidFalloutRule,
@@ -18,7 +18,6 @@ from escalation.services.fallout import (
     fallout_dismiss,
     fallout_rule_check,
 )
-from portal.errors import PortalError
 
 
 class FalloutRuleForm(forms.ModelForm):
@@ -139,18 +138,7 @@ class FalloutAdmin(ReadOnlyAdmin):
                            url, obj.pk)  # fmt: skip
 
     def _each(self, request, queryset, call, done: str) -> None:
-        changed, errors = 0, {}
-        for fallout_id in queryset.order_by("id").values_list("id", flat=True):
-            try:
-                call(fallout_id)
-            except PortalError as exc:
-                errors[exc.detail] = None
-                continue
-            changed += 1
-        for detail in errors:
-            self.message_user(request, detail, level=messages.ERROR)
-        if changed:
-            self.message_user(request, f"{changed} fallout(s) {done}.")
+        each_row(self, request, list(queryset.order_by("id").values_list("id", flat=True)), call, done, "fallout")
 
     @admin.action(description="Confirm: open the fallout and its ticket", permissions=["decide"])
     def confirm(self, request, queryset):
