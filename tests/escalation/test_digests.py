@@ -513,6 +513,12 @@ def test_the_scrum_masters_digest_lists_every_open_level_two_failure_across_team
     listed = fig.level_two_failures(now=now, zone=UTC_ZONE)
     assert sorted(i["id"] for i in listed["items"]) == sorted([backend.pk, devops.pk])
 
+    [plan] = [p for p in digests_planned(DigestKind.DAILY, now=now, team_name="Scrum") if p.role]
+    text = digest_compose(plan, now=now).text
+    level_two, _, rest = text.partition("Breached without a plan, not yet at level 2 (1)")
+    assert f"#{backend.pk} " in level_two and f"#{devops.pk} " in level_two
+    assert f"#{backend.pk} " not in rest.split("At risk")[0] and "[level 2]" not in rest.split("At risk")[0]
+
 
 # --- idempotency and the command ---
 

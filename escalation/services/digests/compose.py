@@ -146,6 +146,18 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
 
 
+def _breached_section(plan: DigestPlan, figures: dict) -> dict:
+    """A daily digest's breached failures without a plan; the cross-team digest lists its level-2 ones above
+    them, so there this section holds the others."""
+    listed = figures.get("breached_without_plan")
+    if listed is None or plan.kind != DigestKind.DAILY or "level_2" not in figures:
+        return {"breached": listed, "breached_title": "Breached without a plan"}
+    items = [item for item in listed["items"] if not item.get("level_2")]
+    count = listed["count"] - figures["level_2"]["count"]
+    rest = {"items": items, "count": count, "more": max(0, count - len(items))}
+    return {"breached": {**listed, **rest}, "breached_title": "Breached without a plan, not yet at level 2"}
+
+
 def digest_compose(plan: DigestPlan, *, now: datetime) -> Composed:
     """The digest's figures, subject, text and HTML; stores nothing."""
     figures = digest_figures(plan, now=now)
@@ -158,6 +170,7 @@ def digest_compose(plan: DigestPlan, *, now: datetime) -> Composed:
         "period_text": _period_text(plan),
         "figures": figures,
         "is_cross_team": plan.scope_team_id is None,
+        **_breached_section(plan, figures),
         "portal_url": settings.PORTAL_BASE_URL,
     }
     text = _tidy(render_to_string(f"escalation/digests/{plan.kind}.txt", context))
