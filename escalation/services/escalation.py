@@ -79,9 +79,17 @@ def ladder_steps(failure: Failure, *, team: Team | None, done: set[str]) -> list
     if running:
         add(S.AT_RISK, failure.at_risk_at)
         add(S.LEVEL_1, failure.sla_due_at)
-        if failure.breached_at is not None and not failure.resolution_plan and team is not None:
-            add(S.LEVEL_2, sla.next_standup(team=team, after=failure.breached_at))
+        add(S.LEVEL_2, level_two_due_at(failure, team=team))
     return steps
+
+
+def level_two_due_at(failure: Failure, *, team: Team | None, breached_at: datetime | None = None) -> datetime | None:
+    """Level 2: the owning team's first standup after the breach (``breached_at``, default the failure's), while
+    the failure has no resolution plan; None before the breach, with a plan, or without an owning team."""
+    breached_at = breached_at or failure.breached_at
+    if breached_at is None or failure.resolution_plan or team is None:
+        return None
+    return sla.next_standup(team=team, after=breached_at)
 
 
 def next_step_at(failure: Failure, *, team: Team | None, done: set[str]) -> datetime | None:

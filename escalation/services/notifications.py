@@ -47,14 +47,19 @@ class Message:
     extra: dict = field(default_factory=dict)
 
 
-def failure_url(failure_id: int) -> str:
-    """The failure's page: every message links to it."""
-    return settings.PORTAL_BASE_URL + _failure_path().replace("/0/", f"/{int(failure_id)}/")
+def admin_url(model: str, pk: int) -> str:
+    """The admin page of one row (a failure, a fallout, a digest): where messages link to."""
+    return settings.PORTAL_BASE_URL + _change_path(model).replace("/0/", f"/{int(pk)}/")
 
 
 @functools.cache
-def _failure_path() -> str:
-    return reverse("admin:escalation_failure_change", args=[0])  # resolved once: a sweep links thousands
+def _change_path(model: str) -> str:
+    return reverse(f"admin:escalation_{model}_change", args=[0])  # resolved once: a sweep links thousands
+
+
+def failure_url(failure_id: int) -> str:
+    """The failure's page: every message links to it."""
+    return admin_url("failure", failure_id)
 
 
 def failure_summary(failure: Failure, *, teams: dict[int, str]) -> dict:

@@ -1,5 +1,6 @@
 """The SLA clock: when a failure is due, on its matrix row's calendar."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -60,16 +61,34 @@ def failure_deadlines(failure: Failure, *, team: Team | None, paused: timedelta 
 
 def next_standup(*, team: Team, after: datetime) -> datetime:
     """The team's first daily standup after ``after``, on a working day that is not a holiday."""
-    zone = ZoneInfo(team.timezone)
-    holidays = {date.fromisoformat(d) for d in team.holidays}
+    zone, works = ZoneInfo(team.timezone), working_day_test(team)
     day = after.astimezone(zone).date()
     for _ in range(3660):
-        if day.weekday() in team.working_days and day not in holidays:
-            moment = _at(day, team.standup_at, zone)
+        if works(day):
+            moment = wall_clock(day, team.standup_at, zone)
             if moment > after:
                 return moment
         day += timedelta(days=1)
     raise ValueError(f"team {team} has no standup in the next ten years")
+
+
+def latest_standup(*, team: Team, now: datetime) -> datetime | None:
+    """The team's last daily standup at or before ``now``, on a working day that is not a holiday; None when
+    it had none in the past year."""
+    zone, works = ZoneInfo(team.timezone), working_day_test(team)
+    day = now.astimezone(zone).date()
+    for _ in range(366):
+        if works(day) and (moment := wall_clock(day, team.standup_at, zone)) <= now:
+            return moment
+        day -= timedelta(days=1)
+    return None
+
+
+def working_day_test(team: Team) -> Callable[[date], bool]:
+    """Whether a day is one of the team's working days and not one of its holidays (parsed once)."""
+    holidays = {date.fromisoformat(d) for d in team.holidays}
+    working = set(team.working_days)
+    return lambda day: day.weekday() in working and day not in holidays
 
 
 def triage_due_at(*, opened_at: datetime) -> datetime:
@@ -86,13 +105,12 @@ def working_time_add(*, team: Team, start: datetime, budget: timedelta) -> datet
     zone = ZoneInfo(team.timezone)
     local = start.astimezone(zone)
     start_utc = start.astimezone(UTC)
-    holidays = {date.fromisoformat(d) for d in team.holidays}
-    remaining = budget
+    remaining, works = budget, working_day_test(team)
     day = local.date()
     for _ in range(3660):
-        if day.weekday() in team.working_days and day not in holidays:
-            window_start = _at(day, team.workday_start, zone)
-            window_end = _at(day, team.workday_end, zone)
+        if works(day):
+            window_start = wall_clock(day, team.workday_start, zone)
+            window_end = wall_clock(day, team.workday_end, zone)
             begin = max(window_start, start_utc)
             if begin < window_end:
                 available = window_end - begin
@@ -103,8 +121,10 @@ def working_time_add(*, team: Team, start: datetime, budget: timedelta) -> datet
     raise ValueError(f"team {team} has no working time in the next ten years")
 
 
-def _at(day: date, moment: time, zone: ZoneInfo) -> datetime:
-    # Arithmetic on aware datetimes in one zone is wall-clock; go through UTC to count real time.
+def wall_clock(day: date, moment: time, zone: ZoneInfo) -> datetime:
+    """The day's wall-clock ``moment`` in ``zone``, in UTC.
+
+    Arithmetic on aware datetimes in one zone is wall-clock; going through UTC counts real time."""
     return datetime.combine(day, moment, tzinfo=zone).astimezone(UTC)
 
 

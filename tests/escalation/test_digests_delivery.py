@@ -15,6 +15,7 @@ from escalation.services.digests.compose import digest_send
 from escalation.services.digests.schedule import digests_planned
 from escalation.services.notifications import Message, notifications_deliver, notifications_write
 from escalation.transports import SLACK_MAX_SECTIONS, SLACK_SECTION_CHARS
+from tests.concurrency import run_together
 from tests.escalation.test_digests import H, failure
 from tests.escalation.test_transports import smtp  # noqa: F401 - the fixture: a real SMTP server
 
@@ -203,21 +204,10 @@ def test_a_sender_racing_one_that_has_not_committed_waits_and_then_sends_nothing
 def test_two_senders_started_together_store_one_digest_and_one_message_per_channel():
     channel(ChannelKind.SLACK, "#product", team="Product", url="http://127.0.0.1:9/")
     channel(ChannelKind.WEBHOOK, "product-hook", team="Product", url="http://127.0.0.1:9/", secret=SECRET)
-    plan, results, start = _weekly_plan(), [], threading.Barrier(2)
+    plan = _weekly_plan()
     moment = datetime(2026, 11, 16, 9, 30, tzinfo=UTC)
 
-    def send():
-        try:
-            start.wait(60)
-            results.append(digest_send(plan, now=moment))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results = run_together([lambda: digest_send(plan, now=moment)] * 2)
 
     assert sorted(r.created for r in results) == [False, True]
     assert sum(r.notifications for r in results) == 2

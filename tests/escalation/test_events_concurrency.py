@@ -5,11 +5,9 @@ Every scenario repeats for ROUNDS rounds with fresh run ids and repositories, so
 only now and then still shows.
 """
 
-import threading
 from collections import Counter
 
 import pytest
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -17,6 +15,7 @@ from escalation.choices import FailureStatus
 from escalation.models import CIEvent, Failure, FailureOccurrence, Repository, TimelineEntry
 from escalation.services.sources import source_create
 from portal.audit import Actor
+from tests.concurrency import run_together
 
 pytestmark = [
     # serialized_rollback restores the data migrations' rows (matrix, rules, teams, role groups)
@@ -48,30 +47,12 @@ def token() -> str:
 
 def post_together(token: str, bodies: list[dict]) -> list[tuple[int, dict]]:
     """POST each body from its own thread and connection, all released at once; answers in order."""
-    barrier = threading.Barrier(len(bodies))
-    answers: list[tuple[int, dict] | None] = [None] * len(bodies)
-    errors: list[BaseException] = []
 
-    def deliver(index: int, body: dict) -> None:
-        try:
-            client = Client(headers={"authorization": f"Bearer {token}"})
-            barrier.wait(timeout=10)
-            response = client.post(URL, body, content_type="application/json")
-            answers[index] = (response.status_code, response.json())
-        except BaseException as exc:  # re-raised in the main thread below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def post(body: dict) -> tuple[int, dict]:
+        response = Client(headers={"authorization": f"Bearer {token}"}).post(URL, body, content_type="application/json")
+        return response.status_code, response.json()
 
-    threads = [threading.Thread(target=deliver, args=(i, body)) for i, body in enumerate(bodies)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads), "a delivery hung"
-    if errors:
-        raise errors[0]
-    return answers
+    return run_together([lambda b=body: post(b) for body in bodies])
 
 
 def event(**changes) -> dict:

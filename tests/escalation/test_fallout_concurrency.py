@@ -1,15 +1,13 @@
 """Two detection runs at once (two workers) on real PostgreSQL connections, released together by a barrier:
 exactly one fallout per rule and scope and one ticket entry, whichever run wins."""
 
-import threading
-
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from escalation.choices import FalloutStatus, Role, TrackerKind
 from escalation.models import Fallout, Notification, RoleDefaultTeam, TicketTracker
 from escalation.services.fallout import detect_patterns
+from tests.concurrency import run_together
 from tests.escalation.fallout_support import failure_ids, reported
 
 pytestmark = [
@@ -22,29 +20,9 @@ ROUNDS = 5
 
 
 def detect_together(workers: int = 2) -> list:
-    """Run detect_patterns in ``workers`` threads, each on its own connection, all released at once."""
-    barrier = threading.Barrier(workers)
-    results, errors = [], []
+    """detect_patterns in ``workers`` threads, each on its own connection, all released at once."""
     now = timezone.now()
-
-    def work() -> None:
-        try:
-            barrier.wait(timeout=10)
-            results.append(detect_patterns(now=now))
-        except BaseException as exc:  # re-raised in the main thread below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a detection run hung"
-    if errors:
-        raise errors[0]
-    return results
+    return run_together([lambda: detect_patterns(now=now)] * workers)
 
 
 def test_two_concurrent_runs_open_one_fallout_and_one_ticket_entry_per_scope(api):

@@ -1,12 +1,10 @@
 """Delivering the outbox: at least once, with retries and backoff, dead letters, disabled targets,
 rate limits that batch, one ticket per failure, and the operator's repairs (retry, enable)."""
 
-import threading
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connections
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -24,6 +22,7 @@ from escalation.services.notifications import (
 from escalation.services.notifications import _claim as claim_without_sending
 from portal.audit import Actor
 from portal.models import AuditEntry
+from tests.concurrency import run_together
 from tests.escalation.ingest_support import fixture, ok, upload
 from tests.factories import TeamFactory, report_failure
 from tests.recorder import Answer, outbox_entry
@@ -400,20 +399,7 @@ def test_two_workers_at_once_deliver_each_entry_once(recorder, api):
     now = timezone.now()
     channel = make_channel(recorder, rate_limit_per_minute=0)
     entries = [outbox_entry([report_failure(api, job=f"job-{i}")], now=now, channel=channel) for i in range(30)]
-    barrier = threading.Barrier(2)
-
-    def worker():
-        try:
-            barrier.wait()
-            notifications_deliver(now=now)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together([lambda: notifications_deliver(now=now)] * 2)
 
     assert len(recorder.requests) == 30
     assert len({r.headers["notification-id"] for r in recorder.requests}) == 30

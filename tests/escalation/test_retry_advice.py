@@ -5,13 +5,11 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
 from django.conf import settings
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -21,6 +19,7 @@ from escalation.models import MatrixRow, RetryAdvice
 from escalation.services.failures import failures_resolve
 from escalation.services.sources import source_create
 from portal.audit import Actor
+from tests.concurrency import run_together
 from tests.factories import event_body, report_failure
 
 pytestmark = pytest.mark.django_db
@@ -579,29 +578,8 @@ def test_get_is_not_allowed(api):
 
 def ask_together(token_value: str, count: int, headers: dict, **fields) -> list[int]:
     """POST the same question from ``count`` threads, each on its own connection, released at once."""
-    barrier = threading.Barrier(count)
-    codes: list[int] = []
-    errors: list[BaseException] = []
-
-    def deliver() -> None:
-        try:
-            client = Client(headers={"authorization": f"Bearer {token_value}"})
-            barrier.wait(timeout=10)
-            codes.append(ask(client, headers=headers, **fields).status_code)
-        except BaseException as exc:  # re-raised in the main thread below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=deliver) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads), "a request hung"
-    if errors:
-        raise errors[0]
-    return sorted(codes)
+    clients = [Client(headers={"authorization": f"Bearer {token_value}"}) for _ in range(count)]
+    return sorted(run_together([lambda c=c: ask(c, headers=headers, **fields).status_code for c in clients]))
 
 
 @pytest.mark.concurrency

@@ -13,13 +13,12 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection, transaction
 from django.template.loader import render_to_string
-from django.urls import reverse
 
 from escalation.choices import DigestKind
 from escalation.models import Digest, NotificationChannel
 from escalation.services.digests import figures as f
 from escalation.services.digests.schedule import DigestPlan, digests_due, month_before
-from escalation.services.notifications import Message, notifications_write
+from escalation.services.notifications import Message, admin_url, notifications_write
 from escalation.services.statements import row_values
 
 DAILY_COUNTED = ("breached_without_plan", "new_failures", "at_risk", "new_fallouts", "level_2")
@@ -227,7 +226,7 @@ def _insert_once(digest: Digest) -> int | None:
 
 
 def digest_url(digest_id: int) -> str:
-    return settings.PORTAL_BASE_URL + reverse("admin:escalation_digest_change", args=[digest_id])
+    return admin_url("digest", digest_id)
 
 
 def _messages(digest: Digest) -> list[Message]:

@@ -19,6 +19,7 @@ from escalation.choices import FailureType, Resolution
 from escalation.models import Failure, FailureOccurrence, Fallout, TimelineEntry
 from escalation.models.failures import TimelineKind
 from escalation.models.fallout import FALLOUT_OPEN_Q
+from escalation.services import escalation as ladder
 from escalation.services import sla
 from escalation.services.notifications import failure_url
 from escalation.transports import duration_text
@@ -194,10 +195,9 @@ def _items(failures: QuerySet[Failure], *, zone: ZoneInfo, now: datetime) -> dic
 
 def _failure_item(failure: Failure, *, zone: ZoneInfo, now: datetime) -> dict:
     owner = failure.owner_team
-    level_two_due = None
-    breached = failure.breached_at or failure.sla_due_at
-    if owner is not None and breached is not None and not failure.resolution_plan and failure.is_open:
-        level_two_due = sla.next_standup(team=owner, after=breached)
+    # A failure past its due time that the sweep has not marked yet counts as breached at its due time.
+    breach = failure.breached_at or failure.sla_due_at
+    level_two_due = ladder.level_two_due_at(failure, team=owner, breached_at=breach) if failure.is_open else None
     return {
         "id": failure.pk,
         "type": failure.failure_type,

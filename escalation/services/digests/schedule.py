@@ -6,13 +6,15 @@ caught up). Moments are wall-clock times in the audience team's time zone.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db.models import Q
 
 from escalation.choices import DigestKind, Role
 from escalation.models import Digest, Failure, RoleDefaultTeam, Team
+from escalation.services import sla
+from escalation.services.sla import wall_clock
 
 # The weekly report goes to the teams of these roles (each team once), the daily cross-team digest and the
 # monthly review to the Scrum Master's.
@@ -48,35 +50,16 @@ def team_audience(team: Team) -> str:
     return f"team:{team.pk}"
 
 
-def _at(day: date, moment: time, zone: ZoneInfo) -> datetime:
-    return datetime.combine(day, moment, tzinfo=zone).astimezone(UTC)
-
-
-def _is_working_day(team: Team, day: date) -> bool:
-    return day.weekday() in team.working_days and day.isoformat() not in team.holidays
-
-
-def latest_standup(team: Team, *, now: datetime) -> datetime | None:
-    """The team's last standup at or before ``now``: its standup time on a working day that is not a holiday."""
-    zone = ZoneInfo(team.timezone)
-    day = now.astimezone(zone).date()
-    for _ in range(366):
-        if _is_working_day(team, day) and _at(day, team.standup_at, zone) <= now:
-            return _at(day, team.standup_at, zone)
-        day -= timedelta(days=1)
-    return None
-
-
 def standup_before(team: Team, moment: datetime) -> datetime:
     """The team's standup before the one at ``moment``; a day earlier when it has none in the past year."""
-    found = latest_standup(team, now=moment - timedelta(seconds=1))
+    found = sla.latest_standup(team=team, now=moment - timedelta(seconds=1))
     return found if found is not None else moment - timedelta(days=1)
 
 
 def daily_plan(team: Team, *, now: datetime, role: str = "") -> DigestPlan | None:
     """The team's (or, with ``role``, the role's cross-team) daily digest of its latest standup: the period runs
     from the standup before to that one, so a Monday's covers the weekend."""
-    moment = latest_standup(team, now=now)
+    moment = sla.latest_standup(team=team, now=now)
     if moment is None:
         return None
     audience = role or team_audience(team)
@@ -89,22 +72,23 @@ def weekly_plan(team: Team, *, now: datetime, role: str) -> DigestPlan:
     zone = ZoneInfo(team.timezone)
     day = now.astimezone(zone).date()
     day -= timedelta(days=day.weekday())
-    if _at(day, team.standup_at, zone) > now:
+    if wall_clock(day, team.standup_at, zone) > now:
         day -= timedelta(days=7)
-    start, end = _at(day - timedelta(days=7), time(0), zone), _at(day, time(0), zone)
-    return DigestPlan(DigestKind.WEEKLY, team_audience(team), team, role, start, end, _at(day, team.standup_at, zone))
+    start, end = wall_clock(day - timedelta(days=7), time(0), zone), wall_clock(day, time(0), zone)
+    moment = wall_clock(day, team.standup_at, zone)
+    return DigestPlan(DigestKind.WEEKLY, team_audience(team), team, role, start, end, moment)
 
 
 def monthly_plan(team: Team, *, now: datetime) -> DigestPlan:
     """The monthly process review of the latest 1st at the team's standup time: the calendar month before."""
     zone = ZoneInfo(team.timezone)
     day = now.astimezone(zone).date().replace(day=1)
-    if _at(day, team.standup_at, zone) > now:
+    if wall_clock(day, team.standup_at, zone) > now:
         day = (day - timedelta(days=1)).replace(day=1)
     previous = (day - timedelta(days=1)).replace(day=1)
-    start, end = _at(previous, time(0), zone), _at(day, time(0), zone)
+    start, end = wall_clock(previous, time(0), zone), wall_clock(day, time(0), zone)
     role = Role.SCRUM_MASTER
-    return DigestPlan(DigestKind.MONTHLY, role, team, role, start, end, _at(day, team.standup_at, zone))
+    return DigestPlan(DigestKind.MONTHLY, role, team, role, start, end, wall_clock(day, team.standup_at, zone))
 
 
 def role_teams(roles: tuple[str, ...]) -> list[tuple[str, Team]]:
@@ -158,4 +142,4 @@ def digests_due(*, now: datetime) -> list[DigestPlan]:
 def month_before(start: datetime, zone: ZoneInfo) -> datetime:
     """The start of the calendar month before the month starting at ``start``, midnight in ``zone``."""
     day = (start.astimezone(zone).date().replace(day=1) - timedelta(days=1)).replace(day=1)
-    return _at(day, time(0), zone)
+    return wall_clock(day, time(0), zone)

@@ -6,15 +6,12 @@ role (Scrum Master, Senior Dev Triage), who confirms (open, ticket) or dismisses
 goes through the outbox, written in the transaction that opened or decided the fallout.
 """
 
-import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
-from django.urls import reverse
 
 from escalation.choices import FalloutCategory, FalloutScope, FalloutStatus
 from escalation.models import Failure, Fallout, FalloutRule, NotificationChannel, TicketTracker
@@ -23,7 +20,7 @@ from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import require_permission
 from escalation.services.fallout.errors import FalloutNotDecidable, FalloutReasonRequired, InvalidFalloutRule
 from escalation.services.fallout.patterns import DETECTORS, Hit, Window
-from escalation.services.notifications import Message, failure_summary, notifications_write
+from escalation.services.notifications import Message, admin_url, failure_summary, notifications_write
 from escalation.services.routing import role_team
 from portal.audit import Actor, audit_record, row_state
 from portal.models import AuditAction
@@ -192,13 +189,16 @@ def _existing(failure_ids: list[int]) -> list[int]:
     return sorted(Failure.objects.filter(pk__in=failure_ids).values_list("pk", flat=True)) if failure_ids else []
 
 
+def _team_of(config: RoutingConfig, role: str, repository: str) -> int | None:
+    """The role's team for the repository by the ownership rules when the scope names one, else its default."""
+    if repository:
+        return role_team(config=config, role=role, repository=repository, paths=[])
+    return config.role_teams.get(role)
+
+
 def _owner_team(config: RoutingConfig, rule: FalloutRule, repository: str) -> int | None:
     roles = rule.owner_roles or []
-    if not roles:
-        return None
-    if repository:
-        return role_team(config=config, role=roles[0], repository=repository, paths=[])
-    return config.role_teams.get(roles[0])
+    return _team_of(config, roles[0], repository) if roles else None
 
 
 def _role_teams(config: RoutingConfig, fallout: Fallout) -> list[int]:
@@ -206,8 +206,7 @@ def _role_teams(config: RoutingConfig, fallout: Fallout) -> list[int]:
     repository = fallout.detail.get("repository", "")
     teams = []
     for role in fallout.rule.owner_roles or []:
-        team_id = role_team(config=config, role=role, repository=repository, paths=[]) if repository else None
-        team_id = team_id or config.role_teams.get(role)
+        team_id = _team_of(config, role, repository)
         if team_id is not None and team_id not in teams:
             teams.append(team_id)
     if fallout.owner_team_id is not None and fallout.owner_team_id not in teams:
@@ -262,12 +261,7 @@ def _decide(fallout_id: int, actor: Actor, now: datetime, reason: str, *, expect
 
 
 def fallout_url(fallout_id: int) -> str:
-    return settings.PORTAL_BASE_URL + _fallout_path().replace("/0/", f"/{int(fallout_id)}/")
-
-
-@functools.cache
-def _fallout_path() -> str:
-    return reverse("admin:escalation_fallout_change", args=[0])
+    return admin_url("fallout", fallout_id)
 
 
 CHAT_LABEL_CHARS = 1500  # a chat message says the pattern, scope and count; the ticket and the page say the rest
