@@ -12,7 +12,7 @@ from escalation.services.classification import Classification, failure_classify
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import Reported, failure_report, failures_recover
 from escalation.services.log_text import log_excerpt_clip
-from escalation.services.statements import conflict_update, insert_chain
+from escalation.services.statements import Step, conflict_update, insert_chain
 from portal.audit import Actor
 
 
@@ -94,17 +94,25 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
         event_fields=_event_fields(data),
         received_at=now,
     )
-    if not _store(run, job, event):
-        raise _Duplicate
-
     if data.status == JobStatus.SUCCESS:
+        if not _store(run, job, event):
+            raise _Duplicate
         recovered = failures_recover(repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now)
         return IngestResult(True, event, None, recovered)
 
     classification = event_classify(config=config, data=data)
     reported = Reported(repository, run, event, data.job, seen_at, classification)
-    failure, _ = failure_report(config=config, reported=reported, actor=actor, now=now)
-    return IngestResult(True, event, failure, [])
+    if connection.vendor == "postgresql":  # the event's rows go in with its occurrence, in one statement
+        answer = failure_report(
+            config=config, reported=reported, actor=actor, now=now, stored_with=_store_steps(run, job, event)
+        )
+    elif _store(run, job, event):
+        answer = failure_report(config=config, reported=reported, actor=actor, now=now)
+    else:
+        answer = None
+    if answer is None:
+        raise _Duplicate
+    return IngestResult(True, event, answer[0], [])
 
 
 _INSERT_EVENT_SQL = (
@@ -182,22 +190,19 @@ def _store(run: CIRun, job: CIJob, event: CIEvent) -> bool:
         CIJob.objects.bulk_create([job], update_conflicts=True, unique_fields=_JOB_KEY, update_fields=_JOB_UPDATED)
         event.job = job
         return _insert_event(event)
+    insert_chain(_store_steps(run, job, event))
+    return event.pk is not None
+
+
+def _store_steps(run: CIRun, job: CIJob, event: CIEvent) -> list[Step]:
+    """PostgreSQL: the run and job upserts and the event insert, as one chain of CTEs."""
     run_conflict = conflict_update(CIRun, unique_fields=_RUN_KEY, update_fields=_RUN_UPDATED)
     job_conflict = conflict_update(CIJob, unique_fields=_JOB_KEY, update_fields=_JOB_UPDATED)
-    event_conflict = "ON CONFLICT (source_id, idempotency_key) DO NOTHING"
-    run.pk, job.pk, event.pk = insert_chain(
-        [
-            ("run", run, {}, run_conflict),
-            ("job", job, {"run_id": "run.id"}, job_conflict),
-            ("event", event, {"job_id": "job.id"}, event_conflict),
-        ]
-    )
-    job.run_id, event.job_id = run.pk, job.pk
-    if event.pk is None:
-        return False
-    for row in (run, job, event):
-        row._state.adding, row._state.db = False, connection.alias
-    return True
+    return [
+        ("run", run, {}, run_conflict),
+        ("job", job, {"run_id": "run.id"}, job_conflict),
+        ("event", event, {"job_id": "job.id"}, "ON CONFLICT (source_id, idempotency_key) DO NOTHING"),
+    ]
 
 
 def _new_run(ingest_source: IngestSource, repository: Repository, data: EventInput) -> CIRun:

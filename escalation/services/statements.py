@@ -1,35 +1,76 @@
 """Storage mechanics for PostgreSQL statements the ORM cannot write: a row and its dependants in one CTE.
 
-Column lists and values come from the model's fields (``_meta.concrete_fields``, ``pre_save``,
-``get_db_prep_save``), so a field added to a model is stored here without touching this code.
-Every value carries an explicit cast: inside ``INSERT ... SELECT`` PostgreSQL cannot infer the type
-of a bare literal from the target column. Identifiers come from the models, values are parameters.
+Each row travels as one JSON parameter that PostgreSQL turns into the table's row type
+(``jsonb_populate_record``), so the statement's text depends only on the tables and stays short:
+psycopg parses it once per process instead of quoting dozens of parameters per row. Columns and
+values come from the model's fields (``_meta.concrete_fields``, ``pre_save``), so a field added to
+a model is stored here without touching this code. Identifiers come from the models, values are
+parameters.
 """
 
+import datetime
+import decimal
+import enum
 import functools
+import json
+import uuid
 
 from django.db import connection, models
+from django.utils.functional import Promise
 from psycopg.types.json import Jsonb
 
 
-def row_values(obj: models.Model, *, refs: dict[str, str] | None = None, cast: bool = True) -> tuple[str, str, list]:
-    """The columns, placeholders and params of one unsaved row; a missing auto key is left out.
+def _json_default(value: object) -> object:
+    """What ``json.dumps`` cannot write itself, in the text PostgreSQL's input functions read."""
+    if isinstance(value, datetime.timedelta):  # an interval, exactly
+        return f"{value.days} days {value.seconds}.{value.microseconds:06d} seconds"
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID | Promise):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"cannot store a {type(value).__name__} as a JSON row value")
 
-    ``refs`` gives SQL expressions for some fields (by attname) in place of parameters. ``cast=False``
-    leaves the casts out, for a ``VALUES`` list (PostgreSQL types it from the columns): psycopg caches
-    the parsing of statements up to 4 KiB only, and a failure's row with casts alone comes close.
+
+def row_json(obj: models.Model) -> str:
+    """One unsaved row as a JSON object of its columns; a missing auto key is left out."""
+    values = {}
+    for field, column, pre_save in _fields(type(obj)):
+        value = field.pre_save(obj, add=True) if pre_save else obj.__dict__[field.attname]
+        if value is None and field.primary_key:
+            continue
+        values[column] = value
+    return json.dumps(values, default=_json_default)
+
+
+def row_select(obj: models.Model, *, refs: dict[str, str] | None = None) -> tuple[str, str, str]:
+    """The columns, ``SELECT`` list and JSON parameter of one unsaved row, read back from the alias ``r``.
+
+    ``refs`` gives SQL expressions for some fields (by attname) in place of the row's values.
     """
-    columns, values, params = [], [], []
-    for field, column, placeholder in _fields(type(obj)):
-        if field.primary_key and getattr(obj, field.attname) is None:
-            continue
-        columns.append(column)
-        if refs and field.attname in refs:
-            values.append(refs[field.attname])
-            continue
-        values.append(placeholder if cast else "%s")
-        params.append(field.get_db_prep_save(field.pre_save(obj, add=True), connection))
-    return ", ".join(columns), ", ".join(values), params
+    columns, selected = _select_lists(type(obj), obj.pk is not None, tuple(sorted((refs or {}).items())))
+    return columns, selected, row_json(obj)
+
+
+@functools.cache
+def _select_lists(model: type[models.Model], with_key: bool, refs: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    quote, by_attname = connection.ops.quote_name, dict(refs)
+    fields = [f for f in model._meta.concrete_fields if with_key or not f.primary_key]
+    selected = [by_attname.get(f.attname, f"r.{quote(f.column)}") for f in fields]
+    return ", ".join(quote(f.column) for f in fields), ", ".join(selected)
+
+
+def _insert_select(obj: models.Model, refs: dict[str, str] | None = None, sources: str = "") -> tuple[str, str]:
+    """``INSERT INTO <table> (...) SELECT ... FROM jsonb_populate_record(...) r [, sources]`` and its parameter."""
+    columns, selected, param = row_select(obj, refs=refs)
+    table = _table(obj)
+    source = f"jsonb_populate_record(NULL::{table}, %s::jsonb) r" + (f", {sources}" if sources else "")
+    return f"INSERT INTO {table} ({columns}) SELECT {selected} FROM {source}", param  # noqa: S608 - from _meta
+
+
+def _sources(refs: dict[str, str]) -> str:
+    return ", ".join(sorted({ref.split(".")[0] for ref in refs.values()}))
 
 
 def insert_rows(rows: list[models.Model]) -> None:
@@ -38,40 +79,35 @@ def insert_rows(rows: list[models.Model]) -> None:
         return
     parts, params = [], []
     for n, row in enumerate(rows):
-        columns, values, row_params = row_values(row, cast=False)
-        parts.append(f"r{n} AS (INSERT INTO {_table(row)} ({columns}) VALUES ({values}))")  # noqa: S608 - from _meta
-        params += row_params
+        insert, param = _insert_select(row)
+        parts.append(f"r{n} AS ({insert})")
+        params.append(param)
     with connection.cursor() as cursor:
         cursor.execute("WITH " + ", ".join(parts) + " SELECT 1", params)
 
 
 def insert_from(row: models.Model, *, refs: dict[str, str]) -> tuple[str, list]:
-    """``INSERT INTO <table> (...) SELECT ... FROM <alias>`` of one row whose ``refs`` name an earlier CTE's columns.
+    """``INSERT INTO <table> (...) SELECT ...`` of one row whose ``refs`` name an earlier CTE's columns.
 
     Inserts one row per row of that CTE, so nothing when it returned nothing.
     """
-    columns, values, params = row_values(row, refs=refs)
-    source = ", ".join(sorted({ref.split(".")[0] for ref in refs.values()}))
-    select = f"SELECT {values} FROM {source}"  # noqa: S608 - identifiers from _meta; the values are params
-    return f"INSERT INTO {_table(row)} ({columns}) {select}", params
+    insert, param = _insert_select(row, refs, _sources(refs))
+    return insert, [param]
 
 
 def insert_with_dependants(
     row: models.Model, *, on_conflict: str, conflict_params: list, dependants: list[models.Model]
-) -> int | None:
+) -> bool:
     """Insert ``row`` (its key set) and, only if it was inserted, ``dependants``: one statement.
 
-    ``on_conflict`` is the ``ON CONFLICT ... DO NOTHING`` clause; None when it did nothing.
+    ``on_conflict`` is the ``ON CONFLICT ... DO NOTHING`` clause; False when it did nothing.
     """
-    columns, values, params = row_values(row, cast=False)
-    insert = f"INSERT INTO {_table(row)} ({columns}) VALUES ({values}) {on_conflict} RETURNING 1"  # noqa: S608
-    parts = [f"main AS ({insert})"]
-    params += conflict_params
+    insert, param = _insert_select(row)
+    parts, params = [f"main AS ({insert} {on_conflict} RETURNING 1)"], [param, *conflict_params]
     for n, dependant in enumerate(dependants):
-        columns, values, dependant_params = row_values(dependant)
-        select = f"SELECT {values} FROM main"  # noqa: S608 - placeholders only; the values are params
-        parts.append(f"d{n} AS (INSERT INTO {_table(dependant)} ({columns}) {select})")
-        params += dependant_params
+        insert, param = _insert_select(dependant, sources="main")
+        parts.append(f"d{n} AS ({insert})")
+        params.append(param)
     sql = "WITH " + ", ".join(parts) + " SELECT count(*) FROM main"  # noqa: S608 - identifiers from _meta
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -79,10 +115,15 @@ def insert_with_dependants(
 
 
 @functools.cache
-def _fields(model: type[models.Model]) -> list[tuple[models.Field, str, str]]:
-    """Each concrete field with its quoted column and cast placeholder; computed once per model."""
-    quote = connection.ops.quote_name
-    return [(f, quote(f.column), f"%s::{f.cast_db_type(connection)}") for f in model._meta.concrete_fields]
+def _fields(model: type[models.Model]) -> list[tuple[models.Field, str, bool]]:
+    """Each concrete field, its column, and whether its value comes from ``pre_save`` (``auto_now``)."""
+    fields = []
+    for field in model._meta.concrete_fields:
+        pre_save = type(field).pre_save is not models.Field.pre_save
+        if isinstance(field, models.DateField):
+            pre_save = field.auto_now or field.auto_now_add
+        fields.append((field, field.column, pre_save))
+    return fields
 
 
 def _table(obj: models.Model) -> str:
@@ -97,27 +138,47 @@ def conflict_update(model: type[models.Model], *, unique_fields: list[str], upda
     return f"ON CONFLICT ({unique}) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
 
 
-def insert_chain(steps: list[tuple[str, models.Model, dict[str, str], str]]) -> list[int | None]:
+Step = tuple[str, models.Model, dict[str, str], str]
+
+
+def insert_chain(steps: list[Step]) -> list[int | None]:
     """Insert rows that refer to the rows before them in one statement; the ids, None where nothing was stored.
 
     Each step is (alias, unsaved row, {attname: "<earlier alias>.id"}, ``ON CONFLICT`` clause). A step
-    that refers to an earlier one stores nothing when that one stored nothing.
+    that refers to an earlier one stores nothing when that one stored nothing. The rows take their ids.
     """
-    parts, params, done = [], [], []
-    for alias, row, refs, on_conflict in steps:
-        columns, values, row_params = row_values(row, refs=refs, cast=bool(refs))
-        if refs:
-            source = ", ".join(sorted({ref.split(".")[0] for ref in refs.values()}))
-            select = f"SELECT {values} FROM {source}"  # noqa: S608 - identifiers from _meta; the values are params
-        else:
-            select = f"VALUES ({values})"
-        parts.append(f"{alias} AS (INSERT INTO {_table(row)} ({columns}) {select} {on_conflict} RETURNING id)")
-        params += row_params
-        done.append(alias)
-    ids = ", ".join(f"(SELECT id FROM {alias})" for alias in done)  # noqa: S608 - aliases of this function's caller
+    parts, params = chain_parts(steps)
     with connection.cursor() as cursor:
-        cursor.execute("WITH " + ", ".join(parts) + f" SELECT {ids}", params)
-        return list(cursor.fetchone())
+        cursor.execute("WITH " + ", ".join(parts) + f" SELECT {chain_ids(steps)}", params)
+        ids = list(cursor.fetchone())
+    chain_stored(steps, ids)
+    return ids
+
+
+def chain_parts(steps: list[Step]) -> tuple[list[str], list]:
+    """The CTEs of ``insert_chain`` (each returning its row's id) and their parameters, for a longer statement."""
+    parts, params = [], []
+    for alias, row, refs, on_conflict in steps:
+        insert, param = _insert_select(row, refs, _sources(refs))
+        parts.append(f"{alias} AS ({insert} {on_conflict} RETURNING id)")
+        params.append(param)
+    return parts, params
+
+
+def chain_ids(steps: list[Step]) -> str:
+    """The ``SELECT`` list of the chain's ids, in step order."""
+    return ", ".join(f"(SELECT id FROM {alias})" for alias, *_ in steps)  # noqa: S608 - the caller's aliases
+
+
+def chain_stored(steps: list[Step], ids: list[int | None]) -> None:
+    """The chain's rows take their ids (None: not stored) and the ids of the rows they refer to."""
+    by_alias = {alias: pk for (alias, *_), pk in zip(steps, ids, strict=True)}
+    for (_, row, refs, _), pk in zip(steps, ids, strict=True):
+        row.pk = pk
+        for attname, ref in refs.items():
+            setattr(row, attname, by_alias[ref.split(".")[0]])
+        if pk is not None:
+            row._state.adding, row._state.db = False, connection.alias
 
 
 def copy_rows(rows: list[models.Model]) -> None:

@@ -19,7 +19,7 @@ from escalation.models import Digest, NotificationChannel
 from escalation.services.digests import figures as f
 from escalation.services.digests.schedule import DigestPlan, digests_due, month_before
 from escalation.services.notifications import Message, admin_url, notifications_write
-from escalation.services.statements import row_values
+from escalation.services.statements import insert_chain
 
 DAILY_COUNTED = ("breached_without_plan", "new_failures", "at_risk", "new_fallouts", "level_2")
 
@@ -210,19 +210,11 @@ def digest_send(plan: DigestPlan, *, now: datetime, queued_at: datetime | None =
     return Sent(digest=digest, created=True, notifications=len(inserted))
 
 
-_INSERT_ONCE = "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({unique}) DO NOTHING RETURNING id"
-
-
 def _insert_once(digest: Digest) -> int | None:
     """Insert the row unless its (kind, audience, period_start) exists: its id, or None."""
     quote = connection.ops.quote_name
-    columns, values, params = row_values(digest, cast=False)
     unique = ", ".join(quote(Digest._meta.get_field(name).column) for name in ("kind", "audience", "period_start"))
-    sql = _INSERT_ONCE.format(table=quote(Digest._meta.db_table), columns=columns, values=values, unique=unique)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return row[0] if row else None
+    return insert_chain([("digest", digest, {}, f"ON CONFLICT ({unique}) DO NOTHING")])[0]
 
 
 def digest_url(digest_id: int) -> str:

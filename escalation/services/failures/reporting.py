@@ -13,7 +13,15 @@ from escalation.services import escalation, routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig
 from escalation.services.signatures import error_signature
-from escalation.services.statements import insert_from, insert_many, insert_with_dependants
+from escalation.services.statements import (
+    Step,
+    chain_ids,
+    chain_parts,
+    chain_stored,
+    insert_from,
+    insert_many,
+    insert_with_dependants,
+)
 from escalation.services.timeline import timeline_entry
 from portal.audit import Actor, audit_entry, row_state
 from portal.models import AuditAction
@@ -37,11 +45,15 @@ class Reported:
     classification: Classification
 
 
-def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, now: datetime) -> tuple[Failure, bool]:
+def failure_report(
+    *, config: RoutingConfig, reported: Reported, actor: Actor, now: datetime, stored_with: list[Step] | None = None
+) -> tuple[Failure, bool] | None:
     """Add an occurrence to the open failure with this fingerprint, or open one. True when opened.
 
     Runs inside the caller's transaction. Two events racing to open the same failure meet at the
     partial unique index: the loser's insert fails and it adds its occurrence to the winner's row.
+    ``stored_with`` (PostgreSQL; ingestion's run, job and event, the event last) stores the reporting
+    event's rows in the same statement as its occurrence; None when that stored no event (a duplicate).
     """
     fingerprint = failure_fingerprint(
         repository=reported.repository.name,
@@ -50,11 +62,12 @@ def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, n
         failure_type=reported.classification.failure_type,
     )
     if connection.vendor == "postgresql":
-        failure, opened = _report_in_one_statement(
-            config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now
+        answer = _report_in_one_statement(
+            config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now, stored_with=stored_with
         )
-        _with_owner(failure, config)
-        return failure, opened
+        if answer is not None:
+            _with_owner(answer[0], config)
+        return answer
     failure = _recur(fingerprint, reported)
     opened = False
     if failure is None:
@@ -72,17 +85,27 @@ def failure_report(*, config: RoutingConfig, reported: Reported, actor: Actor, n
 
 
 def _report_in_one_statement(
-    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime
-) -> tuple[Failure, bool]:
+    *,
+    config: RoutingConfig,
+    fingerprint: str,
+    reported: Reported,
+    actor: Actor,
+    now: datetime,
+    stored_with: list[Step] | None,
+) -> tuple[Failure, bool] | None:
     """PostgreSQL: the recurrence with its occurrence in one statement, else the new failure with its rows in one.
 
     An event that loses the race to open the fingerprint finds its insert doing nothing (the winner has
     committed by then, the partial unique index waited for it) and recurs on the winner's row.
     """
-    failure = _recur(fingerprint, reported, with_occurrence=True)
+    failure, failure_id = _recur_or_reserve(fingerprint, reported, stored_with or [])
     if failure is not None:
         return failure, False
-    failure = _open_in_one_statement(config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now)
+    if failure_id is None:  # the event's rows stored nothing: a duplicate
+        return None
+    failure = _open_in_one_statement(
+        config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now, failure_id=failure_id
+    )
     if failure is not None:
         return failure, True
     failure = _recur(fingerprint, reported, with_occurrence=True)
@@ -165,18 +188,24 @@ _RECUR_RETURNED = {"id", "failure_type", "status", "owner_team_id", "sla_due_at"
 _RECUR_FIELDS = [f.attname for f in Failure._meta.concrete_fields if f.attname in _RECUR_RETURNED]
 # One statement counts the occurrence and returns what the receipt needs; the UPDATE takes the
 # row lock itself. Ingestion runs it for every failing event, so it skips the ORM's read-modify-write.
-_RECUR_SQL = (
-    "UPDATE escalation_failure SET occurrence_count = occurrence_count + 1,"  # noqa: S608 - RETURNING names from _meta
-    " last_seen_at = CASE WHEN last_seen_at > %s THEN last_seen_at ELSE %s END, latest_run_id = %s"
+_RECUR_UPDATE = (
+    "UPDATE escalation_failure SET occurrence_count = occurrence_count + 1,"
+    " last_seen_at = CASE WHEN last_seen_at > %s THEN last_seen_at ELSE %s END, latest_run_id = {run}"
     " WHERE fingerprint = %s AND status IN (%s, %s)"
-    " RETURNING " + ", ".join(_RECUR_FIELDS)
 )
+_RECUR_RETURNING = " RETURNING " + ", ".join(_RECUR_FIELDS)
+_RECUR_SQL = _RECUR_UPDATE.format(run="%s") + _RECUR_RETURNING
+
+
+def _recur_params(fingerprint: str, reported: Reported) -> list:
+    seen_at = connection.ops.adapt_datetimefield_value(reported.seen_at)
+    return [seen_at, seen_at, fingerprint, *(status.value for status in OPEN_STATUSES)]
 
 
 def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = False) -> Failure | None:
     """Count an occurrence on the open failure with this fingerprint; PostgreSQL may store the occurrence row too."""
-    seen_at = connection.ops.adapt_datetimefield_value(reported.seen_at)
-    params = [seen_at, seen_at, reported.run.pk, fingerprint, *(status.value for status in OPEN_STATUSES)]
+    params = _recur_params(fingerprint, reported)
+    params.insert(2, reported.run.pk)
     if connection.vendor != "postgresql":  # SQLite's rows need the ORM's converters
         rows = list(Failure.objects.raw(_RECUR_SQL, params))  # the other fields load lazily if read
         return rows[0] if rows else None
@@ -193,6 +222,52 @@ def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = Fals
     return None if row is None else Failure.from_db(connection.alias, _RECUR_FIELDS, row)  # the rest load lazily
 
 
+def _recur_or_reserve(
+    fingerprint: str, reported: Reported, stored_with: list[Step]
+) -> tuple[Failure | None, int | None]:
+    """PostgreSQL, one statement: store ``stored_with``, then count an occurrence on the open failure with this
+    fingerprint, or else take the id the new failure will have. (None, None): ``stored_with`` stored no event.
+
+    Ingestion's failing events run this: most of them either recur here or open in one more statement.
+    """
+    parts, params = chain_parts(stored_with)
+    if stored_with:
+        event_alias, event, _, _ = stored_with[-1]
+        assert event is reported.event, "the chain's last row is the reporting event"
+        run_alias = next(alias for alias, row, _, _ in stored_with if row is reported.run)
+        stored = f"EXISTS (SELECT 1 FROM {event_alias})"  # noqa: S608 - the caller's aliases
+        run = f"(SELECT id FROM {run_alias})"  # noqa: S608 - the caller's aliases
+        refs = {"failure_id": "recurred.id", "event_id": f"{event_alias}.id"}
+    else:
+        stored, run, refs = "TRUE", "%s", {"failure_id": "recurred.id"}
+    recur_params = _recur_params(fingerprint, reported)
+    if not stored_with:
+        recur_params.insert(2, reported.run.pk)
+    occurrence, occurrence_params = insert_from(
+        FailureOccurrence(event=reported.event, seen_at=reported.seen_at), refs=refs
+    )
+    parts += [
+        f"recurred AS ({_RECUR_UPDATE.format(run=run)} AND {stored}{_RECUR_RETURNING})",
+        f"occurrence AS ({occurrence})",
+    ]
+    params += recur_params + occurrence_params
+    returned = ", ".join(f"recurred.{name}" for name in _RECUR_FIELDS)
+    ids = chain_ids(stored_with)
+    sql = (
+        "WITH " + ", ".join(parts) + f" SELECT {ids + ', ' if ids else ''}{returned},"  # noqa: S608 - from _meta
+        f" CASE WHEN recurred.id IS NULL AND {stored} THEN {_NEXT_FAILURE_ID} END"
+        " FROM (SELECT) AS one LEFT JOIN recurred ON TRUE"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    chain_stored(stored_with, list(row[: len(stored_with)]))
+    recurred = row[len(stored_with) : -1]
+    if recurred[_RECUR_FIELDS.index("id")] is not None:
+        return Failure.from_db(connection.alias, _RECUR_FIELDS, recurred), None  # the rest load lazily
+    return None, row[-1]
+
+
 def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime) -> Failure:
     failure, note = _new_failure(config=config, fingerprint=fingerprint, reported=reported)
     failure.save(force_insert=True)
@@ -200,12 +275,12 @@ def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor:
     return failure
 
 
-# The first free id, taken before the insert: the audit entry's "after" and the receipt name it.
-_NEXT_FAILURE_ID_SQL = "SELECT nextval(pg_get_serial_sequence('escalation_failure', 'id'))"
+# The new failure's id, taken before its insert: the audit entry's "after" and the receipt name it.
+_NEXT_FAILURE_ID = "nextval(pg_get_serial_sequence('escalation_failure', 'id'))"
 
 
 def _open_in_one_statement(
-    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime
+    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime, failure_id: int
 ) -> Failure | None:
     """PostgreSQL: insert the failure with its occurrence, 'opened' timeline entry and audit entry in one CTE.
 
@@ -215,9 +290,7 @@ def _open_in_one_statement(
     failure, (message, data) = _new_failure(
         config=config, fingerprint=fingerprint, reported=reported, person_of=config.person_for
     )
-    with connection.cursor() as cursor:
-        cursor.execute(_NEXT_FAILURE_ID_SQL)
-        failure.pk = cursor.fetchone()[0]
+    failure.pk = failure_id
     dependants = [
         FailureOccurrence(failure=failure, event=reported.event, seen_at=reported.seen_at),
         timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data),

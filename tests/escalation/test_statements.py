@@ -1,0 +1,67 @@
+"""Rows stored as one JSON parameter each (services/statements.py) read back as the ORM wrote them."""
+
+import datetime
+import json
+import uuid
+
+import pytest
+from django.forms.models import model_to_dict
+
+from escalation.choices import FalloutCategory, FalloutScope
+from escalation.models import Failure, FalloutRule, Notification
+from escalation.services.statements import insert_chain, row_json
+from tests.factories import report_failure
+
+pytestmark = pytest.mark.django_db
+
+AT = datetime.datetime(2026, 11, 24, 9, 30, 15, 123456, tzinfo=datetime.UTC)
+
+
+def stored(obj):
+    return model_to_dict(type(obj).objects.get(pk=obj.pk), fields=[f.name for f in obj._meta.concrete_fields])
+
+
+def test_a_failure_copied_through_a_json_row_equals_the_orm_row(api):
+    original = report_failure(api)
+    copy = Failure.objects.get(pk=original.pk)
+    copy.pk, copy.fingerprint, copy.status = None, "f" * 64, "resolved"
+    copy.first_seen_at = copy.last_seen_at = AT  # microseconds survive
+    copy.matrix_snapshot = {**copy.matrix_snapshot, "note": 'quotes " and \\ and ünïcode', "nested": [1, None, True]}
+    copy.tags = ["rate_limited", "ünïcode"]
+    (copy_id,) = insert_chain([("failure", copy, {}, "")])
+    assert copy.pk == copy_id and not copy._state.adding
+    expected = {**stored(original), "id": copy_id, "fingerprint": "f" * 64, "status": "resolved"}
+    expected.update(first_seen_at=AT, last_seen_at=AT, matrix_snapshot=copy.matrix_snapshot, tags=copy.tags)
+    assert stored(copy) == expected
+
+
+def test_durations_and_nulls_are_stored_exactly():
+    rule = FalloutRule(
+        code="json-row",
+        name="JSON row",
+        pattern="p",
+        category=FalloutCategory.PROCESS,
+        owner_roles=["qa"],
+        threshold=3,
+        window=datetime.timedelta(days=2, seconds=3605, microseconds=7),
+        scope=FalloutScope.GLOBAL,
+    )
+    insert_chain([("rule", rule, {}, "")])
+    stored_rule = FalloutRule.objects.get(pk=rule.pk)
+    assert stored_rule.window == datetime.timedelta(days=2, seconds=3605, microseconds=7)
+    assert stored_rule.ratio_percent is None and stored_rule.owner_roles == ["qa"]
+
+
+def test_uuids_and_datetimes_keep_every_digit_and_none_is_null():
+    uid = uuid.uuid4()
+    note = Notification(uid=uid, subject="s", body="b", next_attempt_at=AT, created_at=AT, dedupe_key=None)
+    row = json.loads(row_json(note))
+    assert "id" not in row  # the sequence gives it
+    assert row["uid"] == str(uid) and row["dedupe_key"] is None
+    assert datetime.datetime.fromisoformat(row["next_attempt_at"]) == AT
+
+
+def test_a_value_json_cannot_hold_is_refused_by_name():
+    rule = FalloutRule(code="x", name="x", pattern="p", category="process", threshold=1, window=object())
+    with pytest.raises(TypeError, match="cannot store a object"):
+        row_json(rule)
