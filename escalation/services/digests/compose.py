@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 
 from escalation.choices import DigestKind
@@ -19,7 +19,6 @@ from escalation.models import Digest, NotificationChannel
 from escalation.services.digests import figures as f
 from escalation.services.digests.schedule import DigestPlan, digests_due, month_before
 from escalation.services.notifications import Message, admin_url, notifications_write
-from escalation.services.statements import insert_chain
 
 DAILY_COUNTED = ("breached_without_plan", "new_failures", "at_risk", "new_fallouts", "level_2")
 
@@ -211,10 +210,16 @@ def digest_send(plan: DigestPlan, *, now: datetime, queued_at: datetime | None =
 
 
 def _insert_once(digest: Digest) -> int | None:
-    """Insert the row unless its (kind, audience, period_start) exists: its id, or None."""
-    quote = connection.ops.quote_name
-    unique = ", ".join(quote(Digest._meta.get_field(name).column) for name in ("kind", "audience", "period_start"))
-    return insert_chain([("digest", digest, {}, f"ON CONFLICT ({unique}) DO NOTHING")])[0]
+    """Insert the row unless its (kind, audience, period_start) exists: its id, or None.
+
+    A concurrent insert of the same digest waits at the unique constraint and then fails here.
+    """
+    try:
+        with transaction.atomic():
+            digest.save(force_insert=True)
+    except IntegrityError:
+        return None
+    return digest.pk
 
 
 def digest_url(digest_id: int) -> str:

@@ -21,6 +21,7 @@ from escalation.services.statements import (
     insert_from,
     insert_many,
     insert_with_dependants,
+    prepared_cursor,
 )
 from escalation.services.timeline import timeline_entry
 from portal.audit import Actor, audit_entry, row_state
@@ -258,7 +259,7 @@ def _recur_or_reserve(
         f" CASE WHEN recurred.id IS NULL AND {stored} THEN {_NEXT_FAILURE_ID} END"
         " FROM (SELECT) AS one LEFT JOIN recurred ON TRUE"
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     chain_stored(stored_with, list(row[: len(stored_with)]))
@@ -275,6 +276,11 @@ def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor:
     return failure
 
 
+# The partial unique index's predicate as literals: PostgreSQL picks the arbiter index when it plans the
+# statement, before parameters are bound. The statuses are the code's own constants.
+_ON_OPEN_CONFLICT = "ON CONFLICT (fingerprint) WHERE status IN ({}) DO NOTHING".format(
+    ", ".join(f"'{status.value}'" for status in OPEN_STATUSES)
+)
 # The new failure's id, taken before its insert: the audit entry's "after" and the receipt name it.
 _NEXT_FAILURE_ID = "nextval(pg_get_serial_sequence('escalation_failure', 'id'))"
 
@@ -296,9 +302,7 @@ def _open_in_one_statement(
         timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data),
         audit_entry(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure)),
     ]
-    statuses = [status.value for status in OPEN_STATUSES]
-    on_conflict = f"ON CONFLICT (fingerprint) WHERE status IN ({', '.join(['%s'] * len(statuses))}) DO NOTHING"
-    if not insert_with_dependants(failure, on_conflict=on_conflict, conflict_params=statuses, dependants=dependants):
+    if not insert_with_dependants(failure, on_conflict=_ON_OPEN_CONFLICT, dependants=dependants):
         return None
     failure._state.adding, failure._state.db = False, connection.alias
     return failure
