@@ -245,4 +245,11 @@ function done(summary, latency, requests)
     successes = successes + thread:get("n_success")
   end
   io.write(string.format("Generated mix: new=%d repeat=%d success=%d\n", new, repeats, successes))
+  -- The latency at the middle of each thousandth of the requests, so that runs can be added up (wrk
+  -- 4.1 gives a script percentiles, not its histogram).
+  local quantiles = {}
+  for i = 1, 1000 do
+    quantiles[i] = string.format("%d", latency:percentile((i - 0.5) / 10))
+  end
+  io.write("Latency quantiles: " .. table.concat(quantiles, " ") .. "\n")
 end
