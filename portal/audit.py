@@ -125,15 +125,49 @@ def audit_entry(
 ) -> AuditEntry:
     """The entry for one change, not yet saved: for callers that store it within a statement of their own."""
     return AuditEntry(
-        at=at,
         actor=actor.user,
-        actor_label=actor.label[:200],
-        source=actor.source,
-        action=action,
         content_type=ContentType.objects.get_for_model(obj),
-        object_id=str(obj.pk),
-        object_repr=str(obj)[:300],
-        before=before,
-        after=after,
-        reason=reason[:300],
+        **_entry_fields(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason),
     )
+
+
+def audit_values(
+    *,
+    actor: Actor,
+    action: AuditAction,
+    obj: models.Model,
+    at: datetime,
+    before: dict | None = None,
+    after: dict | None = None,
+    reason: str = "",
+) -> dict[str, Any]:
+    """The entry for one change as column values by attribute name: for callers that store many with
+    ``insert_values`` instead of building an AuditEntry each."""
+    return {
+        "actor_id": None if actor.user is None else actor.user.pk,
+        "content_type_id": ContentType.objects.get_for_model(obj).pk,
+        **_entry_fields(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason),
+    }
+
+
+def _entry_fields(
+    *,
+    actor: Actor,
+    action: AuditAction,
+    obj: models.Model,
+    at: datetime,
+    before: dict | None,
+    after: dict | None,
+    reason: str,
+) -> dict[str, Any]:
+    return {
+        "at": at,
+        "actor_label": actor.label[:200],
+        "source": actor.source,
+        "action": action,
+        "object_id": str(obj.pk),
+        "object_repr": str(obj)[:300],
+        "before": before,
+        "after": after,
+        "reason": reason[:300],
+    }

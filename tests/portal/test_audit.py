@@ -1,4 +1,4 @@
-"""row_state: the audit log's before/after of a row, the same as a JSON round trip of model_to_dict."""
+"""The audit log's helpers: row_state as a JSON round trip of model_to_dict, audit_values as audit_entry's columns."""
 
 import datetime
 import json
@@ -7,9 +7,11 @@ from decimal import Decimal
 from django.core.serializers.json import DjangoJSONEncoder
 from django.forms.models import model_to_dict
 
-from escalation.choices import FailureStatus, FailureType
+from escalation.choices import ChangeSource, FailureStatus, FailureType
 from escalation.models import Failure, IngestSource, Team
-from portal.audit import SECRET_FIELDS, row_state
+from portal.audit import SECRET_FIELDS, Actor, audit_entry, audit_values, row_state
+from portal.models import AuditAction, AuditEntry
+from tests.factories import UserFactory
 
 
 def reference_state(obj) -> dict:
@@ -53,3 +55,14 @@ def test_row_state_leaves_the_secrets_and_the_fields_that_are_not_editable_out()
     state = row_state(source)
     assert state == reference_state(source)
     assert not {"token_hash", "webhook_secret", "token_prefix"} & set(state)
+
+
+def test_audit_values_are_the_columns_of_the_audit_entry(db):
+    user = UserFactory(username="lead")
+    team = Team(pk=2, name="Platform")
+    at = datetime.datetime(2026, 3, 4, 10, 11, 12, tzinfo=datetime.UTC)
+    for actor in (Actor.task("sweep"), Actor.of_user(user, ChangeSource.ADMIN)):
+        change = {"actor": actor, "action": AuditAction.UPDATE, "obj": team, "at": at, "after": {"name": "P"}}
+        entry = audit_entry(**change, before={"name": "Q"}, reason="renamed " * 60)
+        columns = {f.attname: getattr(entry, f.attname) for f in AuditEntry._meta.concrete_fields if not f.primary_key}
+        assert audit_values(**change, before={"name": "Q"}, reason="renamed " * 60) == columns

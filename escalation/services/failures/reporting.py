@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Model
 
 from escalation.choices import OPEN_STATUSES
-from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository
+from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
 from escalation.models.failures import OPEN_Q, TimelineKind
 from escalation.services import escalation, routing, sla
 from escalation.services.classification import Classification
@@ -20,12 +21,13 @@ from escalation.services.statements import (
     chain_stored,
     insert_from,
     insert_many,
+    insert_values,
     insert_with_dependants,
     prepared_cursor,
 )
-from escalation.services.timeline import timeline_entry
-from portal.audit import Actor, audit_entry, row_state
-from portal.models import AuditAction
+from escalation.services.timeline import timeline_entry, timeline_fields
+from portal.audit import Actor, audit_entry, audit_values, row_state
+from portal.models import AuditAction, AuditEntry
 
 
 def failure_fingerprint(*, repository: str, branch: str, job: str, failure_type: str) -> str:
@@ -172,11 +174,13 @@ def _report_many(
             recurred[fingerprint] = failure
         answer.append((failure, opened))
     Failure.objects.bulk_update(list(recurred.values()), ["occurrence_count", "last_seen_at", "latest_run"])
-    insert_many(
+    insert_values(
+        FailureOccurrence,
+        ["failure_id", "event_id", "seen_at"],
         [
-            FailureOccurrence(failure=failures[fingerprint], event=item.event, seen_at=item.seen_at)
+            (failures[fingerprint].pk, item.event.pk, item.seen_at)
             for item, fingerprint in zip(reported, fingerprints, strict=True)
-        ]
+        ],
     )
     for failure in failures.values():
         if failure.owner_team_id in config.teams:
@@ -372,10 +376,22 @@ def _new_failure(
 
 
 def _opened(opened: list[tuple[Failure, tuple[str, dict]]], *, actor: Actor, now: datetime) -> None:
-    """The 'opened' timeline entries and audit entries of saved new failures, in two inserts."""
-    insert_many(
-        [timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data) for failure, (message, data) in opened]
+    """The 'opened' timeline entries and audit entries of saved new failures, in two inserts of value rows
+    (no model instances: an upload may open thousands)."""
+    _insert_dicts(
+        TimelineEntry,
+        [
+            {"failure_id": failure.pk, **timeline_fields(now, TimelineKind.OPENED, actor, message, data)}
+            for failure, (message, data) in opened
+        ],
     )
-    insert_many(
-        [audit_entry(actor=actor, action=AuditAction.CREATE, obj=f, at=now, after=row_state(f)) for f, _ in opened]
+    _insert_dicts(
+        AuditEntry,
+        [audit_values(actor=actor, action=AuditAction.CREATE, obj=f, at=now, after=row_state(f)) for f, _ in opened],
     )
+
+
+def _insert_dicts(model: type[Model], rows: list[dict]) -> None:
+    """Rows given as dicts with the same keys in the same order."""
+    if rows:
+        insert_values(model, list(rows[0]), [tuple(row.values()) for row in rows])
