@@ -320,7 +320,7 @@ def item_label(*parts: str) -> str:
 
 def short_hash(*parts: Any) -> str:
     """A 32-character identity of the parts (not a secret: used for keys and de-duplication)."""
-    return hashlib.blake2b("\x1f".join(str(part) for part in parts).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
 
 def clean(text: Any, limit: int | None = None) -> str:
