@@ -10,7 +10,7 @@ from django.utils import timezone
 from escalation.choices import FailureStatus, FailureType, Resolution, Scope
 from escalation.models import CIEvent, Failure, FlakyObservation, Report, RunFlag, TestResult
 from escalation.services.failures import failure_fingerprint
-from escalation.services.reports.upload import FAILING_TEST, item_label
+from escalation.services.reports.upload import FAILING_TEST, item_label, short_hash
 from escalation.services.sources import source_create
 from portal.audit import Actor
 from tests.escalation.ingest_support import TARGET, error, fixture, fixtures_of, ok, row_counts, upload
@@ -347,3 +347,17 @@ def test_a_failing_test_no_rule_types_is_a_unit_test(api):
     ok(upload(api, "junit", failing_suite(("tests.test_cart", "test_total", "tests/test_cart.py")), job="ci"))
     failure = Failure.objects.get()
     assert (failure.failure_type, failure.classified_by) == (FailureType.UNIT_TEST, FAILING_TEST)
+
+
+def test_test_results_are_keyed_by_identity_and_go_with_their_report(api):
+    raw = fixture(CAT, SUREFIRE)
+    ok(upload(api, "junit", raw))
+    report = Report.objects.get()
+    suite = ET.fromstring(raw)
+    stored = {(r.classname, r.name): r.test_key for r in TestResult.objects.filter(report=report)}
+    assert len(stored) == len({(c.get("classname", ""), c.get("name", "")) for c in suite.iter("testcase")})
+    for (classname, name), key in stored.items():
+        # the key every other reader of test identities computes (flaky records, earlier reports)
+        assert key == short_hash(suite.get("name", ""), classname, name)
+    report.delete()  # the results have no database constraint: Django deletes them with their report
+    assert not TestResult.objects.exists()

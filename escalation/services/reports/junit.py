@@ -6,9 +6,9 @@ Surefire's ``flakyFailure``/``flakyError`` (failed, then passed on a rerun), byt
 ``system-out``. Entity declarations and external entities are refused (defusedxml).
 """
 
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import IO
 
 from defusedxml import DefusedXmlException
@@ -30,7 +30,6 @@ from escalation.services.reports.upload import (
     items_report,
     labels_recover,
     run_flag,
-    short_hash,
 )
 
 _MESSAGE_LIMIT = 4000
@@ -56,7 +55,8 @@ class TestCase:
 
     @property
     def key(self) -> str:
-        return short_hash(self.suite, self.classname, self.name)
+        # short_hash of the three, written out: it runs for every test case of every report
+        return blake2b(f"{self.suite}\x1f{self.classname}\x1f{self.name}".encode(), digest_size=16).hexdigest()
 
 
 def junit_cases(file: IO[bytes]) -> Iterator[TestCase]:
@@ -304,9 +304,6 @@ class _ResultWriter:
     def __enter__(self) -> "_ResultWriter":
         if connection.vendor == "postgresql":
             self._cursor = connection.cursor()
-            # Django's foreign keys are checked at commit: for a large report that is a second pass over every
-            # row once parsing is done. Checked per row instead, the server does it while this process parses.
-            self._cursor.execute(f"SET CONSTRAINTS {_report_fk_name()} IMMEDIATE")
             columns = ", ".join(self._COLUMNS)
             self._copy_cm = self._cursor.cursor.copy(f"COPY {TestResult._meta.db_table} ({columns}) FROM STDIN")
             self.copy = self._copy_cm.__enter__()
@@ -334,13 +331,3 @@ class _ResultWriter:
                 self._cursor.close()
         elif exc_type is None:
             self._flush()
-
-
-@functools.cache
-def _report_fk_name() -> str:
-    """The quoted name of the test results' foreign key to their report, as the migration created it."""
-    with connection.cursor() as cursor:
-        constraints = connection.introspection.get_constraints(cursor, TestResult._meta.db_table)
-    column = TestResult._meta.get_field("report").column
-    (name,) = [name for name, c in constraints.items() if c["foreign_key"] and c["columns"] == [column]]
-    return connection.ops.quote_name(name)
