@@ -19,11 +19,18 @@ class Failure(models.Model):
     job_name = models.CharField(max_length=255)
     is_protected_branch = models.BooleanField()
 
+    # Foreign keys that no query looks failures up by have no index of their own (db_index=False): each
+    # index is written again whenever the SLA sweep moves a failure's next step, and when one opens.
     owner_team = models.ForeignKey(
         "escalation.Team", null=True, on_delete=models.PROTECT, related_name="owned_failures"
     )
     secondary_team = models.ForeignKey(
-        "escalation.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="secondary_failures"
+        "escalation.Team",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="secondary_failures",
+        db_index=False,
     )
     assignee = models.ForeignKey(
         "escalation.Person",
@@ -38,7 +45,7 @@ class Failure(models.Model):
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     occurrence_count = models.PositiveIntegerField(default=1)
-    latest_run = models.ForeignKey("escalation.CIRun", on_delete=models.PROTECT, related_name="+")
+    latest_run = models.ForeignKey("escalation.CIRun", on_delete=models.PROTECT, related_name="+", db_index=False)
 
     matrix_snapshot = models.JSONField(help_text="The matrix row as it was when the failure opened")
     sla_due_at = models.DateTimeField(null=True, blank=True)
@@ -57,7 +64,7 @@ class Failure(models.Model):
     )
     resolution_plan = models.TextField(blank=True)
     resolution_plan_owner = models.ForeignKey(
-        "escalation.Person", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "escalation.Person", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     resolution_plan_due = models.DateField(null=True, blank=True)
     ticket_key = models.CharField(max_length=100, blank=True)
@@ -85,6 +92,7 @@ class Failure(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         help_text="The event whose job, step, log and fields were classified",
+        db_index=False,
     )
     tags = models.JSONField(default=list, blank=True, help_text="From the deciding rule, e.g. rate_limited")
     signature = models.CharField(
@@ -93,16 +101,16 @@ class Failure(models.Model):
     triage_verdict = models.CharField(max_length=16, choices=TriageVerdict.choices, blank=True)
     triaged_at = models.DateTimeField(null=True, blank=True)
     triaged_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
 
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     resolution_note = models.TextField(blank=True)
 
