@@ -74,11 +74,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "max_size": env_int("PORTAL_DB_POOL_MAX", 20, minimum=1),
             "timeout": 10,
         }
-    # The statements each CI event runs are prepared once per connection (statements.prepared_cursor);
-    # Django's own queries bind on the client and never are. Off for a transaction-mode pooler that
-    # cannot keep prepared statements (PgBouncer before 1.21).
-    if env_bool("PORTAL_DB_PREPARED", True):
-        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 1
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One web server and one worker share the file: wait for locks and take them up front.
     DATABASES["default"]["OPTIONS"] = {

@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('escalation', '0007_classification_signatures'),
-        ('escalation', '0009_reports_role_permissions'),
+        ("escalation", "0007_classification_signatures"),
+        ("escalation", "0009_reports_role_permissions"),
     ]
 
-    operations = [
-    ]
+    operations = []

@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('escalation', '0008_classification_rule_changes'),
-        ('escalation', '0010_merge_20261124_0931'),
+        ("escalation", "0008_classification_rule_changes"),
+        ("escalation", "0010_merge_20261124_0931"),
     ]
 
-    operations = [
-    ]
+    operations = []

@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('escalation', '0010_classification_backfill_failures'),
-        ('escalation', '0011_merge_20261124_0932'),
+        ("escalation", "0010_classification_backfill_failures"),
+        ("escalation", "0011_merge_20261124_0932"),
     ]
 
-    operations = [
-    ]
+    operations = []

@@ -4,15 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('escalation', '0013_classification_log_lz4'),
+        ("escalation", "0013_classification_log_lz4"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='timelineentry',
-            name='kind',
-            field=models.CharField(choices=[('opened', 'Opened'), ('acknowledged', 'Acknowledged'), ('resolved', 'Resolved'), ('type_corrected', 'Type corrected'), ('type_confirmed', 'Type confirmed'), ('reclassified', 'Reclassified by a rule change'), ('replaced_by_job', "Run-level failure replaced by its job's")], max_length=32),
+            model_name="timelineentry",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("opened", "Opened"),
+                    ("acknowledged", "Acknowledged"),
+                    ("resolved", "Resolved"),
+                    ("type_corrected", "Type corrected"),
+                    ("type_confirmed", "Type confirmed"),
+                    ("reclassified", "Reclassified by a rule change"),
+                    ("replaced_by_job", "Run-level failure replaced by its job's"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

@@ -6,46 +6,90 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('escalation', '0022_testresult_report_without_constraint'),
+        ("escalation", "0022_testresult_report_without_constraint"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='failure',
-            name='acknowledged_by',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="failure",
+            name="acknowledged_by",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AlterField(
-            model_name='failure',
-            name='classification_event',
-            field=models.ForeignKey(blank=True, db_index=False, help_text='The event whose job, step, log and fields were classified', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='escalation.cievent'),
+            model_name="failure",
+            name="classification_event",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                help_text="The event whose job, step, log and fields were classified",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="escalation.cievent",
+            ),
         ),
         migrations.AlterField(
-            model_name='failure',
-            name='latest_run',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='escalation.cirun'),
+            model_name="failure",
+            name="latest_run",
+            field=models.ForeignKey(
+                db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name="+", to="escalation.cirun"
+            ),
         ),
         migrations.AlterField(
-            model_name='failure',
-            name='resolution_plan_owner',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='escalation.person'),
+            model_name="failure",
+            name="resolution_plan_owner",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="escalation.person",
+            ),
         ),
         migrations.AlterField(
-            model_name='failure',
-            name='resolved_by',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="failure",
+            name="resolved_by",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AlterField(
-            model_name='failure',
-            name='secondary_team',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='secondary_failures', to='escalation.team'),
+            model_name="failure",
+            name="secondary_team",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="secondary_failures",
+                to="escalation.team",
+            ),
         ),
         migrations.AlterField(
-            model_name='failure',
-            name='triaged_by',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="failure",
+            name="triaged_by",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
     ]

@@ -8,7 +8,6 @@ a model is stored here without touching this code. Identifiers come from the mod
 parameters.
 """
 
-import contextlib
 import datetime
 import decimal
 import enum
@@ -17,31 +16,8 @@ import json
 import uuid
 
 from django.db import connection, models
-from django.db.backends.postgresql.base import ServerBindingCursor
 from django.utils.functional import Promise
 from psycopg.types.json import Jsonb
-
-
-class _PreparingCursor(ServerBindingCursor):
-    """Binds parameters on the server and has PostgreSQL prepare the statement the first time this
-    connection runs it: the next runs skip parsing and planning (psycopg keeps the prepared names)."""
-
-    def execute(self, query, params=None, *, prepare=True, binary=None):  # noqa: ANN001, ANN201 - psycopg's signature
-        return super().execute(query, params, prepare=prepare, binary=binary)
-
-
-@contextlib.contextmanager
-def prepared_cursor():
-    """A Django cursor (errors wrapped, queries logged when asked) for the statements every event runs.
-
-    Their texts depend only on the tables (rows travel as JSON parameters), so each is prepared once
-    per connection. Django leaves prepared statements off for its own queries (connection poolers).
-    """
-    connection.ensure_connection()
-    raw = _PreparingCursor(connection.connection)
-    cursor = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
-    with cursor:
-        yield cursor
 
 
 def _json_default(value: object) -> object:
@@ -106,7 +82,7 @@ def insert_rows(rows: list[models.Model]) -> None:
         insert, param = _insert_select(row)
         parts.append(f"r{n} AS ({insert})")
         params.append(param)
-    with prepared_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute("WITH " + ", ".join(parts) + " SELECT 1", params)
 
 
@@ -131,7 +107,7 @@ def insert_with_dependants(row: models.Model, *, on_conflict: str, dependants: l
         parts.append(f"d{n} AS ({insert})")
         params.append(param)
     sql = "WITH " + ", ".join(parts) + " SELECT count(*) FROM main"  # noqa: S608 - identifiers from _meta
-    with prepared_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()[0] == 1
 
@@ -170,7 +146,7 @@ def insert_chain(steps: list[Step]) -> list[int | None]:
     that refers to an earlier one stores nothing when that one stored nothing. The rows take their ids.
     """
     parts, params = chain_parts(steps)
-    with prepared_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute("WITH " + ", ".join(parts) + f" SELECT {chain_ids(steps)}", params)
         ids = list(cursor.fetchone())
     chain_stored(steps, ids)

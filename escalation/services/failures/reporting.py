@@ -23,7 +23,6 @@ from escalation.services.statements import (
     insert_many,
     insert_values,
     insert_with_dependants,
-    prepared_cursor,
 )
 from escalation.services.timeline import timeline_entry, timeline_fields
 from portal.audit import Actor, audit_entry, audit_values, row_state
@@ -263,7 +262,7 @@ def _recur_or_reserve(
         f" CASE WHEN recurred.id IS NULL AND {stored} THEN {_NEXT_FAILURE_ID} END"
         " FROM (SELECT) AS one LEFT JOIN recurred ON TRUE"
     )
-    with prepared_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     chain_stored(stored_with, list(row[: len(stored_with)]))
