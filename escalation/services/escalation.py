@@ -7,11 +7,13 @@ the same transaction as its outbox rows, the failure's new state and its timelin
 """
 
 import hashlib
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models.base import ModelState
 
 from escalation.choices import EscalationStep, Role, Tier
 from escalation.models import (
@@ -19,6 +21,7 @@ from escalation.models import (
     Failure,
     FailureGroup,
     NotificationChannel,
+    Repository,
     Team,
     TicketTracker,
     TimelineEntry,
@@ -28,7 +31,7 @@ from escalation.services import sla
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.notifications import Message, failure_summary, failure_url, message_text, notifications_write
 from escalation.services.routing import role_team
-from escalation.services.statements import insert_many, insert_values
+from escalation.services.statements import insert_many, insert_values, values_rows
 from portal.audit import Actor
 
 S = EscalationStep
@@ -143,10 +146,10 @@ class _Batch:
 # What the ladder and the messages read of a claimed failure: loading the other columns (a failure has
 # some fifty) would cost more than the rest of the sweep.
 SWEPT_FIELDS = [
-    *("failure_type", "status", "is_protected_branch", "matrix_snapshot", "branch", "job_name", "signature"),
+    *("id", "failure_type", "status", "is_protected_branch", "matrix_snapshot", "branch", "job_name", "signature"),
     *("first_seen_at", "triage_due_at", "triaged_at", "acknowledged_at", "ticket_due_at", "ticket_key"),
-    *("at_risk_at", "sla_due_at", "breached_at", "paused_at", "next_step_at", "escalation_level"),
-    *("resolution_plan", "owner_team_id", "secondary_team_id", "latest_run_id", "group", "repository__name"),
+    *("at_risk_at", "sla_due_at", "breached_at", "paused_at", "escalation_level", "resolution_plan"),
+    *("owner_team_id", "secondary_team_id", "latest_run_id", "group_id", "repository_id"),
 ]
 ESCALATION_COLUMNS = ["failure_id", "step", "due_at", "at", "group_id", "recipients"]
 TIMELINE_COLUMNS = ["failure_id", "at", "kind", "actor", "source", "message", "data"]
@@ -163,13 +166,7 @@ class _Plan:
 
 
 def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
-    failures = list(
-        Failure.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(OPEN_Q, next_step_at__lte=now)
-        .select_related("repository")
-        .only(*SWEPT_FIELDS)
-        .order_by("next_step_at", "id")[:limit]
-    )
+    failures = _claim(now=now, limit=limit)
     if not failures:
         return _Batch()
     # Groups are read after the claim, not joined in it: a row a concurrent sweep has just put into a new
@@ -216,6 +213,43 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
     insert_values(TimelineEntry, TIMELINE_COLUMNS, plan.entries)
     _failures_store(failures)
     return _Batch(claimed=len(failures), steps=len(plan.escalations), notifications=len(inserted))
+
+
+def _claim(*, now: datetime, limit: int) -> list[Failure]:
+    """Lock up to ``limit`` open failures with a step due (skip-locked, oldest due first), with SWEPT_FIELDS.
+
+    Each failure is built from its loaded columns only, its other fields deferred as with ``only()``: the
+    ORM's ``from_db`` runs ``Model.__init__`` over all fifty fields of each row, a third of a sweep's time.
+    Repositories (for their names) and matrix snapshots (most failures share a few) are built once each.
+    """
+    queryset = (
+        Failure.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(OPEN_Q, next_step_at__lte=now)
+        .order_by("next_step_at", "id")
+        .values_list(*SWEPT_FIELDS, "repository__name")[:limit]
+    )
+    db = queryset.db
+    repositories: dict[int, Repository] = {}
+    snapshots: dict[str, dict] = {}
+    failures = []
+    for *values, repository_name in values_rows(queryset):
+        failure = Failure.__new__(Failure)
+        failure.__dict__.update(zip(SWEPT_FIELDS, values, strict=True))
+        failure._state = ModelState()
+        failure._state.adding, failure._state.db = False, db
+        if isinstance(failure.matrix_snapshot, str):  # JSON text (values_rows on PostgreSQL)
+            text = failure.matrix_snapshot
+            if text not in snapshots:
+                snapshots[text] = json.loads(text)
+            failure.matrix_snapshot = snapshots[text]
+        repository = repositories.get(failure.repository_id)
+        if repository is None:
+            repository = repositories[failure.repository_id] = Repository.from_db(
+                db, ["id", "name"], (failure.repository_id, repository_name)
+            )
+        failure._state.fields_cache["repository"] = repository
+        failures.append(failure)
+    return failures
 
 
 _STORE_SQL = """
@@ -404,28 +438,59 @@ def _earlier_partners(
     keyed: dict[str, list[Failure]], existing: dict[str, list[FailureGroup]], *, exclude: list[int]
 ) -> dict[str, list[tuple[int, datetime]]]:
     """Failures outside this batch, in no group yet, with the signature of a batch failure that no group
-    takes, first seen within the storm window before it: the storm's first members, alone until now."""
-    lone = {
-        key[len("signature:") :]: min(f.first_seen_at for f in members)
+    takes, first seen within the storm window before it: the storm's first members, alone until now.
+
+    Each signature is looked up only between STORM_WINDOW before its first batch member and its last one
+    (later failures are never a member's partner): the signature's older and newer failures stay unlocked.
+    """
+    spans = {
+        key[len("signature:") :]: (min(f.first_seen_at for f in members) - STORM_WINDOW,
+                                   max(f.first_seen_at for f in members))
         for key, members in keyed.items()
         if key.startswith("signature:") and not existing[key]
-    }
-    if not lone:
+    }  # fmt: skip
+    if not spans:
         return {}
-    # Skip-locked: a partner another sweep has claimed is that sweep's to group, and waiting for it while
-    # holding this signature's lock would deadlock with it.
-    rows = (
+    partners: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
+    for pk, signature, first_seen_at in _partner_rows(spans, exclude=exclude):
+        since, until = spans[signature]
+        if since <= first_seen_at <= until:
+            partners[f"signature:{signature}"].append((pk, first_seen_at))
+    return partners
+
+
+_PARTNERS_SQL = """
+    SELECT f.id, f.signature, f.first_seen_at
+      FROM escalation_failure AS f
+      JOIN unnest(%s::varchar[], %s::timestamptz[], %s::timestamptz[]) AS s(signature, since, until)
+        ON f.signature = s.signature AND f.first_seen_at BETWEEN s.since AND s.until
+     WHERE f.group_id IS NULL AND NOT f.id = ANY(%s)
+       FOR UPDATE OF f SKIP LOCKED
+"""
+
+
+def _partner_rows(spans: dict[str, tuple[datetime, datetime]], *, exclude: list[int]) -> list[tuple]:
+    """(id, signature, first_seen_at) of the ungrouped failures first seen within their signature's span.
+
+    Skip-locked: a partner another sweep has claimed is that sweep's to group, and waiting for it while
+    holding this signature's lock would deadlock with it. On PostgreSQL one statement with the spans as
+    arrays; elsewhere the signatures' rows since the earliest span, which the caller narrows.
+    """
+    if connection.vendor == "postgresql":
+        signatures = list(spans)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _PARTNERS_SQL,
+                [signatures, [spans[s][0] for s in signatures], [spans[s][1] for s in signatures], exclude],
+            )
+            return cursor.fetchall()
+    return list(
         Failure.objects.select_for_update(skip_locked=True)
-        .filter(signature__in_array=list(lone), group__isnull=True)
-        .filter(first_seen_at__gte=min(lone.values()) - STORM_WINDOW)
+        .filter(signature__in_array=list(spans), group__isnull=True)
+        .filter(first_seen_at__gte=min(since for since, _ in spans.values()))
         .exclude(pk__in_array=exclude)
         .values_list("pk", "signature", "first_seen_at")
     )
-    partners: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
-    for pk, signature, first_seen_at in rows:
-        if first_seen_at >= lone[signature] - STORM_WINDOW:
-            partners[f"signature:{signature}"].append((pk, first_seen_at))
-    return partners
 
 
 def _upload_key(failure: Failure) -> str:

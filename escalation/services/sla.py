@@ -1,5 +1,6 @@
 """The SLA clock: when a failure is due, on its matrix row's calendar."""
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -85,10 +86,16 @@ def latest_standup(*, team: Team, now: datetime) -> datetime | None:
 
 
 def working_day_test(team: Team) -> Callable[[date], bool]:
-    """Whether a day is one of the team's working days and not one of its holidays (parsed once)."""
-    holidays = {date.fromisoformat(d) for d in team.holidays}
-    working = set(team.working_days)
-    return lambda day: day.weekday() in working and day not in holidays
+    """Whether a day is one of the team's working days and not one of its holidays (parsed once per calendar:
+    a sweep asks for thousands of failures of a few teams)."""
+    return _working_day_test(tuple(team.working_days), tuple(team.holidays))
+
+
+@functools.lru_cache(maxsize=256)
+def _working_day_test(working_days: tuple[int, ...], holidays: tuple[str, ...]) -> Callable[[date], bool]:
+    days_off = frozenset(date.fromisoformat(d) for d in holidays)
+    working = frozenset(working_days)
+    return lambda day: day.weekday() in working and day not in days_off
 
 
 def triage_due_at(*, opened_at: datetime) -> datetime:
