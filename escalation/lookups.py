@@ -9,6 +9,8 @@ given: pass keys, numbers and strings, not model instances.
 from django.db.models import Field, ForeignObject, Lookup
 from django.db.models.lookups import In
 
+from escalation.services.statements import array_text
+
 
 class InArray(Lookup):
     lookup_name = "in_array"
@@ -19,7 +21,11 @@ class InArray(Lookup):
         if connection.vendor != "postgresql":
             return In(self.lhs, values).as_sql(compiler, connection)
         lhs, lhs_params = self.process_lhs(compiler, connection)
-        return f"{lhs} = ANY(%s)", [*lhs_params, values]
+        try:
+            array = array_text(values)  # psycopg adapts a list element by element, slowly
+        except TypeError:
+            array = values
+        return f"{lhs} = ANY(%s)", [*lhs_params, array]
 
 
 Field.register_lookup(InArray)

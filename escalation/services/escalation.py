@@ -31,7 +31,7 @@ from escalation.services import sla
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.notifications import Message, failure_summary, failure_url, message_text, notifications_write
 from escalation.services.routing import role_team
-from escalation.services.statements import insert_many, insert_values, values_rows
+from escalation.services.statements import array_text, insert_many, insert_values, values_rows
 from portal.audit import Actor
 
 S = EscalationStep
@@ -271,7 +271,7 @@ def _failures_store(failures: list[Failure]) -> None:
         return
     columns = [[f.pk for f in failures]] + [[getattr(f, name) for f in failures] for name in fields]
     with connection.cursor() as cursor:
-        cursor.execute(_STORE_SQL, columns)
+        cursor.execute(_STORE_SQL, [array_text(column) for column in columns])
 
 
 def _step(
@@ -459,13 +459,16 @@ def _earlier_partners(
     return partners
 
 
+# One index probe (failure_signature_idx) per signature: the lateral subquery with its own lock keeps the
+# planner from hashing the whole failure table instead, which it prefers on estimates alone.
 _PARTNERS_SQL = """
-    SELECT f.id, f.signature, f.first_seen_at
-      FROM escalation_failure AS f
-      JOIN unnest(%s::varchar[], %s::timestamptz[], %s::timestamptz[]) AS s(signature, since, until)
-        ON f.signature = s.signature AND f.first_seen_at BETWEEN s.since AND s.until
-     WHERE f.group_id IS NULL AND NOT f.id = ANY(%s)
-       FOR UPDATE OF f SKIP LOCKED
+    SELECT p.id, p.signature, p.first_seen_at
+      FROM unnest(%s::varchar[], %s::timestamptz[], %s::timestamptz[]) AS s(signature, since, until),
+           LATERAL (SELECT f.id, f.signature, f.first_seen_at
+                      FROM escalation_failure AS f
+                     WHERE f.signature = s.signature AND f.first_seen_at BETWEEN s.since AND s.until
+                       AND f.group_id IS NULL AND NOT f.id = ANY(%s)
+                       FOR UPDATE OF f SKIP LOCKED) AS p
 """
 
 
@@ -479,10 +482,8 @@ def _partner_rows(spans: dict[str, tuple[datetime, datetime]], *, exclude: list[
     if connection.vendor == "postgresql":
         signatures = list(spans)
         with connection.cursor() as cursor:
-            cursor.execute(
-                _PARTNERS_SQL,
-                [signatures, [spans[s][0] for s in signatures], [spans[s][1] for s in signatures], exclude],
-            )
+            since, until = [spans[s][0] for s in signatures], [spans[s][1] for s in signatures]
+            cursor.execute(_PARTNERS_SQL, [array_text(column) for column in (signatures, since, until, exclude)])
             return cursor.fetchall()
     return list(
         Failure.objects.select_for_update(skip_locked=True)
@@ -506,4 +507,4 @@ def _lock_keys(keys: list[str]) -> None:
         return  # SQLite runs one writer at a time
     ids = sorted(int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big", signed=True) for k in keys)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", [ids])
+        cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", [array_text(ids)])

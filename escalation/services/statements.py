@@ -14,6 +14,7 @@ import enum
 import functools
 import json
 import uuid
+from collections.abc import Iterable
 
 from django.db import connection, models
 from django.utils.functional import Promise
@@ -273,3 +274,27 @@ def values_rows(queryset: models.QuerySet) -> list[tuple]:
         cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)  # this cursor only
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def array_text(values: Iterable[int | str | datetime.datetime | None]) -> str:
+    """PostgreSQL's text form of a one-dimensional array of integers, strings, datetimes and NULLs: one
+    parameter to cast (``%s::bigint[]``) or compare (``= ANY(%s)``).
+
+    psycopg adapts a list element by element in Python and quotes each string with a regular expression;
+    a sweep passes some hundred thousand elements, for which that costs a few tenths of a second.
+    """
+    return "{" + ",".join(map(_array_element, values)) + "}"
+
+
+def _array_element(value: int | str | datetime.datetime | None) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"no array text for {type(value).__name__}")

@@ -5,11 +5,12 @@ import json
 import uuid
 
 import pytest
+from django.db import connection
 from django.forms.models import model_to_dict
 
 from escalation.choices import FalloutCategory, FalloutScope
 from escalation.models import Failure, FalloutRule, Notification
-from escalation.services.statements import insert_chain, row_json
+from escalation.services.statements import array_text, insert_chain, row_json
 from tests.factories import report_failure
 
 pytestmark = pytest.mark.django_db
@@ -65,3 +66,24 @@ def test_a_value_json_cannot_hold_is_refused_by_name():
     rule = FalloutRule(code="x", name="x", pattern="p", category="process", threshold=1, window=object())
     with pytest.raises(TypeError, match="cannot store a object"):
         row_json(rule)
+
+
+@pytest.mark.parametrize(
+    ("values", "cast"),
+    [
+        ([1, -2, 9_223_372_036_854_775_807, None], "bigint[]"),
+        (["plain", 'with "quotes"', "back\\slash", "{braces}, commas", " spaces ", "NULL", "", "ünï", None], "text[]"),
+        ([AT, AT.astimezone(datetime.timezone(datetime.timedelta(hours=-5))), None], "timestamptz[]"),
+        ([], "bigint[]"),
+    ],
+)
+def test_array_text_reads_back_as_psycopg_adapts_the_list(values, cast):
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT %s::{cast}, %s::{cast}", [array_text(values), values])
+        ours, psycopgs = cursor.fetchone()
+    assert ours == psycopgs == values
+
+
+def test_array_text_refuses_what_it_cannot_write():
+    with pytest.raises(TypeError, match="no array text for float"):
+        array_text([1.5])
