@@ -283,6 +283,9 @@ def array_text(values: Iterable[int | str | datetime.datetime | None]) -> str:
     psycopg adapts a list element by element in Python and quotes each string with a regular expression;
     a sweep passes some hundred thousand elements, for which that costs a few tenths of a second.
     """
+    values = list(values)
+    if all(type(value) is int for value in values):  # ids and keys, most lists: no call per element
+        return "{" + ",".join(map(str, values)) + "}"
     return "{" + ",".join(map(_array_element, values)) + "}"
 
 
