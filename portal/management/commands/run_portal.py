@@ -34,8 +34,12 @@ class Command(BaseCommand):
                 "--access-logfile",
                 "-",
             ],
+            start_new_session=True,
         )
-        worker = subprocess.Popen([python, "manage.py", "qcluster"], cwd=settings.BASE_DIR)  # noqa: S603
+        # Each child in its own process group: Ctrl-C reaches this command alone, which stops each child with
+        # one SIGTERM. Signalled by the terminal as well, django-q2's cluster took two signals and exited
+        # before its worker processes, which lived on.
+        worker = subprocess.Popen([python, "manage.py", "qcluster"], cwd=settings.BASE_DIR, start_new_session=True)  # noqa: S603
         self.stdout.write(f"The portal runs at http://{bind}/ (admin at http://{bind}/admin/). Ctrl-C stops it.")
         self.stdout.write(f"The worker runs {scheduled} schedules (admin: Tasks > Scheduled tasks).")
         children = [web, worker]
@@ -51,7 +55,7 @@ class Command(BaseCommand):
             os.wait()  # either child ending stops the other
         stop(None, None)
         for child in children:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)  # whatever is left of its group
