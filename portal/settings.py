@@ -67,12 +67,9 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # django-q2's qcluster forks its processes after Django has opened the database: a psycopg pool
     # would be shared across the fork and break (django-q2/django-q2#209). The worker runs without one.
-    DATABASES["default"]["OPTIONS"] = {}
     if env_bool("PORTAL_DB_POOL", sys.argv[1:2] != ["qcluster"]):
-        DATABASES["default"]["OPTIONS"]["pool"] = {
-            "min_size": 1,
-            "max_size": env_int("PORTAL_DB_POOL_MAX", 20, minimum=1),
-            "timeout": 10,
+        DATABASES["default"]["OPTIONS"] = {
+            "pool": {"min_size": 1, "max_size": env_int("PORTAL_DB_POOL_MAX", 20, minimum=1), "timeout": 10}
         }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One web server and one worker share the file: wait for locks and take them up front.
