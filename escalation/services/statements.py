@@ -261,6 +261,12 @@ def insert_values(model: type[models.Model], names: list[str], rows: list[tuple]
     return keys
 
 
+def insert_dicts(model: type[models.Model], rows: list[dict]) -> None:
+    """``insert_values`` of rows given as dicts with the same keys in the same order."""
+    if rows:
+        insert_values(model, list(rows[0]), [tuple(row.values()) for row in rows])
+
+
 def values_rows(queryset: models.QuerySet) -> list[tuple]:
     """The rows of a ``values_list`` queryset, on PostgreSQL with psycopg's own timestamptz loader (its C
     version) in place of Django's, which is Python and costs microseconds a value: a sweep reads some

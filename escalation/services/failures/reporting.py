@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Model
 
 from escalation.choices import OPEN_STATUSES
 from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
@@ -19,6 +18,7 @@ from escalation.services.statements import (
     chain_ids,
     chain_parts,
     chain_stored,
+    insert_dicts,
     insert_from,
     insert_many,
     insert_values,
@@ -201,15 +201,15 @@ _RECUR_RETURNING = " RETURNING " + ", ".join(_RECUR_FIELDS)
 _RECUR_SQL = _RECUR_UPDATE.format(run="%s") + _RECUR_RETURNING
 
 
-def _recur_params(fingerprint: str, reported: Reported) -> list:
+def _recur_params(fingerprint: str, reported: Reported, *run_id: int) -> list:
+    """_RECUR_UPDATE's parameters; the run's id among them unless the statement names the run itself."""
     seen_at = connection.ops.adapt_datetimefield_value(reported.seen_at)
-    return [seen_at, seen_at, fingerprint, *(status.value for status in OPEN_STATUSES)]
+    return [seen_at, seen_at, *run_id, fingerprint, *(status.value for status in OPEN_STATUSES)]
 
 
 def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = False) -> Failure | None:
     """Count an occurrence on the open failure with this fingerprint; PostgreSQL may store the occurrence row too."""
-    params = _recur_params(fingerprint, reported)
-    params.insert(2, reported.run.pk)
+    params = _recur_params(fingerprint, reported, reported.run.pk)
     if connection.vendor != "postgresql":  # SQLite's rows need the ORM's converters
         rows = list(Failure.objects.raw(_RECUR_SQL, params))  # the other fields load lazily if read
         return rows[0] if rows else None
@@ -244,9 +244,7 @@ def _recur_or_reserve(
         refs = {"failure_id": "recurred.id", "event_id": f"{event_alias}.id"}
     else:
         stored, run, refs = "TRUE", "%s", {"failure_id": "recurred.id"}
-    recur_params = _recur_params(fingerprint, reported)
-    if not stored_with:
-        recur_params.insert(2, reported.run.pk)
+    recur_params = _recur_params(fingerprint, reported, *([] if stored_with else [reported.run.pk]))
     occurrence, occurrence_params = insert_from(
         FailureOccurrence(event=reported.event, seen_at=reported.seen_at), refs=refs
     )
@@ -377,20 +375,14 @@ def _new_failure(
 def _opened(opened: list[tuple[Failure, tuple[str, dict]]], *, actor: Actor, now: datetime) -> None:
     """The 'opened' timeline entries and audit entries of saved new failures, in two inserts of value rows
     (no model instances: an upload may open thousands)."""
-    _insert_dicts(
+    insert_dicts(
         TimelineEntry,
         [
             {"failure_id": failure.pk, **timeline_fields(now, TimelineKind.OPENED, actor, message, data)}
             for failure, (message, data) in opened
         ],
     )
-    _insert_dicts(
+    insert_dicts(
         AuditEntry,
         [audit_values(actor=actor, action=AuditAction.CREATE, obj=f, at=now, after=row_state(f)) for f, _ in opened],
     )
-
-
-def _insert_dicts(model: type[Model], rows: list[dict]) -> None:
-    """Rows given as dicts with the same keys in the same order."""
-    if rows:
-        insert_values(model, list(rows[0]), [tuple(row.values()) for row in rows])

@@ -8,7 +8,6 @@ Surefire's ``flakyFailure``/``flakyError`` (failed, then passed on a rerun), byt
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from hashlib import blake2b
 from typing import IO
 
 from defusedxml import DefusedXmlException
@@ -30,6 +29,7 @@ from escalation.services.reports.upload import (
     items_report,
     labels_recover,
     run_flag,
+    short_hash,
 )
 
 _MESSAGE_LIMIT = 4000
@@ -55,8 +55,7 @@ class TestCase:
 
     @property
     def key(self) -> str:
-        # short_hash of the three, written out: it runs for every test case of every report
-        return blake2b(f"{self.suite}\x1f{self.classname}\x1f{self.name}".encode(), digest_size=16).hexdigest()
+        return short_hash(self.suite, self.classname, self.name)
 
 
 def junit_cases(file: IO[bytes]) -> Iterator[TestCase]:
