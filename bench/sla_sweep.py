@@ -33,6 +33,7 @@ import random
 import re
 import statistics
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
@@ -66,6 +67,7 @@ class Counting:
     """A connection execute_wrapper: counts statements and their time by kind (verb and first table)."""
 
     def __init__(self):
+        self.lock = threading.Lock()
         self.count = 0
         self.by_kind: Counter = Counter()
         self.seconds: defaultdict = defaultdict(float)
@@ -77,9 +79,10 @@ class Counting:
         finally:
             elapsed = time.perf_counter() - started
             kind = statement_kind(sql)
-            self.count += 1
-            self.by_kind[kind] += 1
-            self.seconds[kind] += elapsed
+            with self.lock:  # the sweep's threads share it
+                self.count += 1
+                self.by_kind[kind] += 1
+                self.seconds[kind] += elapsed
 
 
 def statement_kind(sql: str) -> str:
@@ -300,8 +303,9 @@ def open_count() -> int:
     return Failure.objects.filter(OPEN_Q).count()
 
 
-def sweep_once(now: datetime, batch_size: int, profile: bool = False) -> dict:
+def sweep_once(now: datetime, batch_size: int, workers: int | None = None, profile: bool = False) -> dict:
     from django.db import connection
+    from django.db.backends.signals import connection_created
 
     from escalation.services import escalation as ladder
     from escalation.services.config import config_changed
@@ -309,14 +313,23 @@ def sweep_once(now: datetime, batch_size: int, profile: bool = False) -> dict:
     config_changed()  # as in the worker, a minute after the last sweep: the routing config is loaded again
     counting = Counting()
     profiler = cProfile.Profile() if profile else None
-    with connection.execute_wrapper(counting):
-        cpu, wall = time.process_time(), time.perf_counter()
-        if profiler:
-            profiler.enable()
-        result = ladder.sla_sweep(now=now, batch_size=batch_size)
-        if profiler:
-            profiler.disable()
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+
+    def count_thread(sender, connection, **kwargs):  # the sweep's worker threads open connections of their own
+        if counting not in connection.execute_wrappers:
+            connection.execute_wrappers.append(counting)
+
+    connection_created.connect(count_thread)
+    try:
+        with connection.execute_wrapper(counting):
+            cpu, wall = time.process_time(), time.perf_counter()
+            if profiler:
+                profiler.enable()
+            result = ladder.sla_sweep(now=now, batch_size=batch_size, workers=workers)
+            if profiler:
+                profiler.disable()
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        connection_created.disconnect(count_thread)
     db_seconds = sum(counting.seconds.values())
     return {"result": result, "wall": wall, "cpu": cpu, "db": db_seconds, "counting": counting, "profiler": profiler}
 
@@ -342,27 +355,29 @@ def claim_plan(now: datetime, batch_size: int) -> str:
     return plan
 
 
-def measure(label: str, args, now: datetime, due_ids: list[int]) -> dict:
+def measure(label: str, args, now: datetime, due_ids: list[int]) -> list[dict]:
+    """The sweep at this size with each worker count, alternating (this machine's speed drifts between runs)."""
     from escalation.models import Escalation, Notification
 
     reset(due_ids)
     plan = claim_plan(now, args.batch_size)
-    runs = []
+    runs: dict[int, list[dict]] = {workers: [] for workers in args.workers}
     for _ in range(args.repeat):
-        reset(due_ids)
-        runs.append(sweep_once(now, args.batch_size))
+        for workers in args.workers:
+            reset(due_ids)
+            runs[workers].append(sweep_once(now, args.batch_size, workers))
     notifications = Notification.objects.count()
     level_1 = Escalation.objects.filter(step="level_1").count()
-    return {"label": label, "open": open_count(), "runs": runs, "plan": plan,
-            "notifications": notifications, "level_1": level_1}  # fmt: skip
+    return [{"label": label, "open": open_count(), "workers": workers, "runs": runs[workers], "plan": plan,
+             "notifications": notifications, "level_1": level_1} for workers in args.workers]  # fmt: skip
 
 
 def report(args, rows: list[dict]) -> bool:
     print()
     print(f"SLA sweep benchmark: batch_size {args.batch_size}, {args.repeat} sweep(s) per size, "
           f"CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-    header = (f"  {'open':>8} {'due':>6} | {'wall s':>7} {'median':>7} {'CPU s':>6} {'SQL s':>6} | {'queries':>7} "
-              f"| {'claimed':>7} {'steps':>6} {'outbox':>6} {'level-1 rows':>12}")  # fmt: skip
+    header = (f"  {'open':>8} {'due':>6} {'threads':>7} | {'wall s':>7} {'median':>7} {'CPU s':>6} {'SQL s':>6} "
+              f"| {'queries':>7} | {'claimed':>7} {'steps':>6} {'outbox':>6} {'level-1 rows':>12}")  # fmt: skip
     print(header)
     print("  " + "-" * (len(header) - 2))
     for row in rows:
@@ -371,28 +386,31 @@ def report(args, rows: list[dict]) -> bool:
         queries = sorted({r["counting"].count for r in row["runs"]})
         result = best["result"]
         print(
-            f"  {row['open']:>8,} {args.due:>6,} | {best['wall']:>7.2f} {median:>7.2f} {best['cpu']:>6.2f} "
-            f"{best['db']:>6.2f} | {'/'.join(map(str, queries)):>7} | {result.claimed:>7} {result.steps:>6} "
-            f"{result.notifications:>6} {row['level_1']:>12}"
+            f"  {row['open']:>8,} {args.due:>6,} {row['workers']:>7} | {best['wall']:>7.2f} {median:>7.2f} "
+            f"{best['cpu']:>6.2f} {best['db']:>6.2f} | {'/'.join(map(str, queries)):>7} | {result.claimed:>7} "
+            f"{result.steps:>6} {result.notifications:>6} {row['level_1']:>12}"
         )
-    print("  (wall: the fastest sweep; CPU: this process; SQL: time spent in the database calls, client side)")
+    print("  (threads: sla_sweep's workers; wall: the fastest sweep; CPU: this process, all threads; SQL: time spent")
+    print("  in the database calls, client side, summed over the threads)")
     print()
-    largest = rows[-1]
+    goal_rows = [row for row in rows if row["workers"] == args.workers[-1]]
+    largest = goal_rows[-1]
     best = min(largest["runs"], key=lambda r: r["wall"])
     print(f"  statements of one sweep at {largest['open']:,} open, by kind (count, seconds):")
     counting = best["counting"]
     for kind, seconds in sorted(counting.seconds.items(), key=lambda kv: -kv[1]):
         print(f"    {counting.by_kind[kind]:>5} {seconds:>7.3f}  {kind}")
-    for row in rows:
+    for row in goal_rows:
         print()
         print(f"  claim query plan at {row['open']:,} open (EXPLAIN ANALYZE, first batch):")
         print("\n".join("    " + line for line in row["plan"].splitlines()))
     print()
-    walls = {row["open"]: min(r["wall"] for r in row["runs"]) for row in rows}
-    counts = {c for row in rows for c in (r["counting"].count for r in row["runs"])}
+    walls = {row["open"]: min(r["wall"] for r in row["runs"]) for row in goal_rows}
+    counts = {c for row in goal_rows for c in (r["counting"].count for r in row["runs"])}
     fast = walls[max(walls)] < WALL_GOAL_S
     flat = len(counts) == 1
-    print(f"  goal: one sweep under {WALL_GOAL_S:.0f} s at {max(walls):,} open: {walls[max(walls)]:.2f} s, "
+    print(f"  goal: one sweep ({args.workers[-1]} threads) under {WALL_GOAL_S:.0f} s at {max(walls):,} open: "
+          f"{walls[max(walls)]:.2f} s, "
           f"{'met' if fast else 'NOT MET'}")  # fmt: skip
     print(f"  goal: the same number of statements at every size: {sorted(counts)}, {'met' if flat else 'NOT MET'}")
     return fast and flat
@@ -404,6 +422,12 @@ def main() -> int:
     parser.add_argument("--due", type=int, default=10_000, help="failures with level 1 due (default 10000)")
     parser.add_argument("--batch-size", type=int, default=2000, help="sla_sweep's batch_size (default 2000)")
     parser.add_argument("--repeat", type=int, default=3, help="sweeps measured per size (default 3)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="sla_sweep's threads (default PORTAL_SWEEP_WORKERS); 1 is measured too",
+    )
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of a sweep at the largest size")
     parser.add_argument("--profile-sort", default="cumulative", help="pstats order, e.g. tottime")
     parser.add_argument("--seed", type=int, default=6)
@@ -414,11 +438,13 @@ def main() -> int:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.db import connection
     from django.utils import timezone
 
     from escalation.models import Failure
 
+    args.workers = sorted({1, args.workers or settings.PORTAL_SWEEP_WORKERS})
     if connection.vendor != "postgresql":
         print("bench/sla_sweep.py needs PostgreSQL; run it with `make bench-sla-sweep`", file=sys.stderr)
         return 2
@@ -431,18 +457,18 @@ def main() -> int:
     # The template (opened 5 h before `now`) would be due as well: close it, so the due set is exactly --due.
     Failure.objects.filter(pk=state["template"].pk).update(status="resolved", resolution="fixed", resolved_at=now)
     print(f"loaded {args.due:,} due failures in {time.perf_counter() - started:.0f} s")
-    rows = [measure("due only", args, now, due_ids)]
+    rows = measure("due only", args, now, due_ids)
     started = time.perf_counter()
     not_due = args.open - args.due - INFRA_OPEN
     load_not_due(state, not_due, now, rnd)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
     print(f"loaded {not_due:,} open failures that are not due in {time.perf_counter() - started:.0f} s")
-    rows.append(measure("with not due", args, now, due_ids))
+    rows += measure("with not due", args, now, due_ids)
     ok = report(args, rows)
     if args.profile:
         reset(due_ids)
-        profiled = sweep_once(now, args.batch_size, profile=True)
+        profiled = sweep_once(now, args.batch_size, workers=1, profile=True)  # cProfile sees one thread
         out = io.StringIO()
         pstats.Stats(profiled["profiler"], stream=out).sort_stats(args.profile_sort).print_stats(30)
         print(f"\n  cProfile of one more sweep at {rows[-1]['open']:,} open ({profiled['wall']:.2f} s wall):")

@@ -126,6 +126,9 @@ PORTAL_ENGINE_SWEEP_STALE_SECONDS = env_int("PORTAL_ENGINE_SWEEP_STALE_SECONDS",
 # step is taken seconds after it comes due rather than up to a minute later; 0 sweeps once per task.
 PORTAL_SWEEP_LOOP_SECONDS = env_int("PORTAL_SWEEP_LOOP_SECONDS", 58)
 PORTAL_SWEEP_INTERVAL_SECONDS = env_int("PORTAL_SWEEP_INTERVAL_SECONDS", 5, minimum=1)
+# Threads, each on its own connection, that sweep batches at once (PostgreSQL): one builds rows while
+# the database writes another's.
+PORTAL_SWEEP_WORKERS = env_int("PORTAL_SWEEP_WORKERS", 2, minimum=1)
 
 # E-mail channels send through Django's SMTP backend.
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")

@@ -9,11 +9,15 @@ the same transaction as its outbox rows, the failure's new state and its timelin
 import hashlib
 import json
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Func, IntegerField, TextField, Value
 from django.db.models.base import ModelState
+from django.db.models.functions import Cast, Coalesce, Mod, NullIf
 
 from escalation.choices import EscalationStep, Role, Tier
 from escalation.models import (
@@ -115,25 +119,33 @@ class SweepResult:
         )
 
 
-def sla_sweep(*, now: datetime, batch_size: int = 2000) -> SweepResult:
+def sla_sweep(*, now: datetime, batch_size: int = 2000, workers: int | None = None) -> SweepResult:
     """Pause and resume clocks, then claim every open failure with a ladder step due and take its steps.
 
     Each batch is one transaction: the claim (skip-locked, so concurrent sweeps take disjoint rows),
     the escalation rows, the outbox rows and the failures' new state commit together. A killed sweep
-    takes nothing; the next one takes it all.
+    takes nothing; the next one takes it all. When the first batch comes back full, ``workers`` threads
+    (default PORTAL_SWEEP_WORKERS; PostgreSQL, outside a transaction) sweep the rest at once, each its
+    own share on its own connection: while one builds its rows in Python, the database writes another's.
     """
     result = SweepResult()
     pauses = sla.pauses_apply(now=now)
     result.paused, result.resumed = len(pauses.paused), len(pauses.resumed)
     config = routing_config()
-    while True:
-        with transaction.atomic():
-            batch = _sweep_batch(config=config, now=now, limit=batch_size)
+    workers = settings.PORTAL_SWEEP_WORKERS if workers is None else workers
+    with transaction.atomic():
+        batches = [_sweep_batch(config=config, now=now, limit=batch_size)]
+    if batches[0].claimed == batch_size:
+        if workers > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+            with ThreadPoolExecutor(workers, thread_name_prefix="sla-sweep") as pool:
+                batches += pool.map(lambda n: _sweep_thread(config, now, batch_size, (n, workers)), range(workers))
+        else:
+            batches.append(_sweep_batches(config, now, batch_size))
+    for batch in batches:
         result.claimed += batch.claimed
         result.steps += batch.steps
         result.notifications += batch.notifications
-        if batch.claimed < batch_size:
-            return result
+    return result
 
 
 @dataclass
@@ -141,6 +153,28 @@ class _Batch:
     claimed: int = 0
     steps: int = 0
     notifications: int = 0
+
+
+def _sweep_thread(config: RoutingConfig, now: datetime, batch_size: int, share: tuple[int, int]) -> _Batch:
+    try:
+        return _sweep_batches(config, now, batch_size, share)
+    finally:
+        connection.close()  # the thread's own connection: a thread is not reused
+
+
+def _sweep_batches(
+    config: RoutingConfig, now: datetime, batch_size: int, share: tuple[int, int] | None = None
+) -> _Batch:
+    """Batches until a claim comes back short: every due step of this share is taken or locked by another sweep."""
+    total = _Batch()
+    while True:
+        with transaction.atomic():
+            batch = _sweep_batch(config=config, now=now, limit=batch_size, share=share)
+        total.claimed += batch.claimed
+        total.steps += batch.steps
+        total.notifications += batch.notifications
+        if batch.claimed < batch_size:
+            return total
 
 
 # What the ladder and the messages read of a claimed failure: loading the other columns (a failure has
@@ -165,8 +199,8 @@ class _Plan:
     team_names: dict[int, str] = field(default_factory=dict)
 
 
-def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
-    failures = _claim(now=now, limit=limit)
+def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int, share: tuple[int, int] | None = None) -> _Batch:
+    failures = _claim(now=now, limit=limit, share=share)
     if not failures:
         return _Batch()
     # Groups are read after the claim, not joined in it: a row a concurrent sweep has just put into a new
@@ -215,19 +249,25 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int) -> _Batch:
     return _Batch(claimed=len(failures), steps=len(plan.escalations), notifications=len(inserted))
 
 
-def _claim(*, now: datetime, limit: int) -> list[Failure]:
-    """Lock up to ``limit`` open failures with a step due (skip-locked, oldest due first), with SWEPT_FIELDS.
+def _share_of(threads: int) -> Mod:
+    """A failure's share among ``threads`` sweep threads: its storm key (the signature, else the run),
+    hashed. Storm groups form under a lock per key, so threads with disjoint shares never wait on each other."""
+    key = Coalesce(NullIf("signature", Value("")), Cast("latest_run_id", TextField()))
+    return Mod(Func(key, function="hashtext", output_field=IntegerField()).bitand(2**31 - 1), threads)
+
+
+def _claim(*, now: datetime, limit: int, share: tuple[int, int] | None = None) -> list[Failure]:
+    """Lock up to ``limit`` open failures with a step due (skip-locked, oldest due first), with SWEPT_FIELDS;
+    with ``share`` (n, of), only the n-th of that many disjoint shares (``_share_of``).
 
     Each failure is built from its loaded columns only, its other fields deferred as with ``only()``: the
     ORM's ``from_db`` runs ``Model.__init__`` over all fifty fields of each row, a third of a sweep's time.
     Repositories (for their names) and matrix snapshots (most failures share a few) are built once each.
     """
-    queryset = (
-        Failure.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(OPEN_Q, next_step_at__lte=now)
-        .order_by("next_step_at", "id")
-        .values_list(*SWEPT_FIELDS, "repository__name")[:limit]
-    )
+    queryset = Failure.objects.select_for_update(skip_locked=True, of=("self",)).filter(OPEN_Q, next_step_at__lte=now)
+    if share is not None:
+        queryset = queryset.alias(share=_share_of(share[1])).filter(share=share[0])
+    queryset = queryset.order_by("next_step_at", "id").values_list(*SWEPT_FIELDS, "repository__name")[:limit]
     db = queryset.db
     repositories: dict[int, Repository] = {}
     snapshots: dict[str, dict] = {}

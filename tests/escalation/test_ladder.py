@@ -48,6 +48,14 @@ def told(failure: Failure, step: str) -> set[str]:
     return {row.channel.name if row.channel else f"ticket:{row.tracker.team.name}" for row in rows}
 
 
+def test_a_sweep_inside_a_transaction_stays_on_its_connection(api, channels):
+    """Threads would not see the caller's uncommitted rows: inside a transaction every batch is the caller's."""
+    failures = [open_failure(api, "ci_runner", job=f"deploy-{n}") for n in range(3)]
+    result = sla_sweep(now=OPENED + timedelta(seconds=30), batch_size=1, workers=4)
+    assert (result.claimed, result.steps) == (3, 6)
+    assert [steps(failure) for failure in failures] == [[S.OPENED, S.TICKET]] * 3
+
+
 def test_an_immediate_failure_climbs_every_rung_once(api, channels):
     failure = open_failure(api, "ci_runner")  # 30 min, immediate; DevOps owns, CI/CD is secondary
     assert failure.sla_due_at == OPENED + timedelta(minutes=30)

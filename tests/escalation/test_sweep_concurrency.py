@@ -18,6 +18,7 @@ from django.db import connection
 
 from escalation.choices import EscalationStep as S
 from escalation.models import Escalation, Failure, FailureGroup, Notification, NotificationChannel, Team, TicketTracker
+from escalation.services.escalation import sla_sweep
 from tests.factories import report_failure
 
 pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.concurrency]
@@ -105,30 +106,57 @@ def test_two_processes_take_each_step_once_and_send_each_message_once():
         reset()
         results = sweep_together()
         assert sum(r["claimed"] for r in results) == FAILURES
-        steps = Counter(Escalation.objects.values_list("failure_id", "step"))
-        assert len(steps) == FAILURES * len(STEPS) and set(steps.values()) == {1}
-        assert {step for _, step in steps} == STEPS
-        # Each failure is in exactly one message per step and target (its group's or its own).
-        through = Notification.failures.through.objects.values_list(
-            "failure_id", "notification__step", "notification__channel_id", "notification__tracker_id"
-        )
-        per_target = Counter(through)
-        assert set(per_target.values()) == {1}
-        targets = Counter((failure, step) for failure, step, _, _ in per_target)
-        counts = {step: targets[(ids[0], step)] for step in STEPS}
-        teams_per_step = teams_per_step or counts
-        assert counts == teams_per_step
-        wrong = [(f, s, targets[(f, s)]) for f in ids for s in STEPS if targets[(f, s)] != counts[s]]
-        assert not wrong, (counts, wrong[:10], len(wrong))
-        # Storms: 20 failures with one signature share one group and so one message per step and target.
-        by_signature: dict[str, set] = {}
-        for signature, group in Failure.objects.values_list("signature", "group_id"):
-            by_signature.setdefault(signature, set()).add(group)
-        assert len(by_signature) == 26 + FAILURES // 2  # 25 shards + the template's + the lone ones
-        for signature, groups in by_signature.items():
-            if signature.startswith("runner lost shard"):
-                assert len(groups) == 1 and None not in groups, signature  # one storm, one group
-            else:
-                assert groups == {None}, signature  # alone: no storm
+        teams_per_step = assert_each_step_once(ids, teams_per_step)
     # At risk and the breach came due in one sweep: the step is recorded, level 1 does the telling.
     assert teams_per_step == {S.OPENED: 2, S.TICKET: 1, S.TRIAGE_REMINDER: 1, S.AT_RISK: 0, S.LEVEL_1: 2}
+
+
+def test_one_sweep_with_threads_takes_each_step_once_and_closes_their_connections():
+    """A sweep whose first batch comes back full sweeps the rest in threads, each its own share."""
+    ids = due_failures()
+    seen = [backends()]
+    for workers in (1, 3, 3):
+        reset()
+        result = sla_sweep(now=NOW, batch_size=40, workers=workers)
+        assert (result.claimed, result.steps) == (FAILURES, FAILURES * len(STEPS))
+        counts = assert_each_step_once(ids, None)
+        assert counts == {S.OPENED: 2, S.TICKET: 1, S.TRIAGE_REMINDER: 1, S.AT_RISK: 0, S.LEVEL_1: 2}
+        seen.append(backends())
+    # The threads' connections are closed or back in the pool: a second threaded sweep opens none more.
+    assert seen[3] == seen[2] <= seen[0] + 3
+
+
+def backends() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+def assert_each_step_once(ids: list[int], teams_per_step: dict | None) -> dict:
+    """Every failure took every step once and is in one message per step and target; storms share a group.
+    Returns the number of targets told per step, which must be teams_per_step when given."""
+    steps = Counter(Escalation.objects.values_list("failure_id", "step"))
+    assert len(steps) == FAILURES * len(STEPS) and set(steps.values()) == {1}
+    assert {step for _, step in steps} == STEPS
+    # Each failure is in exactly one message per step and target (its group's or its own).
+    through = Notification.failures.through.objects.values_list(
+        "failure_id", "notification__step", "notification__channel_id", "notification__tracker_id"
+    )
+    per_target = Counter(through)
+    assert set(per_target.values()) == {1}
+    targets = Counter((failure, step) for failure, step, _, _ in per_target)
+    counts = {step: targets[(ids[0], step)] for step in STEPS}
+    assert counts == (teams_per_step or counts)
+    wrong = [(f, s, targets[(f, s)]) for f in ids for s in STEPS if targets[(f, s)] != counts[s]]
+    assert not wrong, (counts, wrong[:10], len(wrong))
+    # Storms: 20 failures with one signature share one group and so one message per step and target.
+    by_signature: dict[str, set] = {}
+    for signature, group in Failure.objects.values_list("signature", "group_id"):
+        by_signature.setdefault(signature, set()).add(group)
+    assert len(by_signature) == 26 + FAILURES // 2  # 25 shards + the template's + the lone ones
+    for signature, groups in by_signature.items():
+        if signature.startswith("runner lost shard"):
+            assert len(groups) == 1 and None not in groups, signature  # one storm, one group
+        else:
+            assert groups == {None}, signature  # alone: no storm
+    return counts
