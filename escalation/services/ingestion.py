@@ -12,7 +12,7 @@ from escalation.services.classification import Classification, failure_classify
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import Reported, failure_report, failures_recover
 from escalation.services.log_text import log_excerpt_clip
-from escalation.services.statements import Step, conflict_update, insert_chain
+from escalation.services.statements import Step, conflict_update, insert_chain, unsaved
 from portal.audit import Actor
 
 
@@ -83,7 +83,8 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
     repository = repository_for(config, data.repository)
     run = _new_run(ingest_source, repository, data)
     job = _new_job(run, data, seen_at)
-    event = CIEvent(
+    event = unsaved(
+        CIEvent,
         source=ingest_source,
         idempotency_key=key,
         job=job,
@@ -206,7 +207,8 @@ def _store_steps(run: CIRun, job: CIJob, event: CIEvent) -> list[Step]:
 
 
 def _new_run(ingest_source: IngestSource, repository: Repository, data: EventInput) -> CIRun:
-    return CIRun(
+    return unsaved(
+        CIRun,
         source=ingest_source,
         ci_system=data.source,
         repository=repository,
@@ -221,7 +223,8 @@ def _new_run(ingest_source: IngestSource, repository: Repository, data: EventInp
 
 
 def _new_job(run: CIRun, data: EventInput, seen_at: datetime) -> CIJob:
-    return CIJob(
+    return unsaved(
+        CIJob,
         run=run,
         name=data.job,
         step=data.step,

@@ -17,9 +17,44 @@ import uuid
 from collections.abc import Iterable
 
 from django.db import connection, models
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 from django.utils.functional import Promise
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import Jsonb
+
+
+def unsaved(model: type[models.Model], **values: object) -> models.Model:
+    """``model(**values)`` without ``Model.__init__``'s loop over every field: a report opens thousands of rows.
+
+    The defaults are worked out once per model (callable ones, such as ``list``, are called per row);
+    ``values`` are then set as attributes, so related objects and ``*_id`` keys go through the field
+    descriptors as ``__init__`` sends them. A model with pre_init or post_init receivers is built by
+    ``__init__`` itself.
+    """
+    if pre_init.has_listeners(model) or post_init.has_listeners(model):
+        return model(**values)
+    constant, computed = _defaults(model)
+    obj = model.__new__(model)
+    obj.__dict__.update(constant)
+    for attname, default in computed:
+        obj.__dict__[attname] = default()
+    obj._state = ModelState()
+    for name, value in values.items():
+        setattr(obj, name, value)
+    return obj
+
+
+@functools.cache
+def _defaults(model: type[models.Model]) -> tuple[dict, tuple]:
+    """(attname -> default that every row may share, (attname, default function) pairs called per row)."""
+    constant, computed = {}, []
+    for field in model._meta.concrete_fields:
+        if (field.has_default() and callable(field.default)) or field.db_default is not models.NOT_PROVIDED:
+            computed.append((field.attname, field.get_default))
+        else:
+            constant[field.attname] = field.get_default()
+    return constant, tuple(computed)
 
 
 def _json_default(value: object) -> object:

@@ -10,7 +10,7 @@ from django.forms.models import model_to_dict
 
 from escalation.choices import FalloutCategory, FalloutScope
 from escalation.models import Failure, FalloutRule, Notification
-from escalation.services.statements import array_text, insert_chain, row_json
+from escalation.services.statements import array_text, insert_chain, row_json, unsaved
 from tests.factories import report_failure
 
 pytestmark = pytest.mark.django_db
@@ -87,3 +87,28 @@ def test_array_text_reads_back_as_psycopg_adapts_the_list(values, cast):
 def test_array_text_refuses_what_it_cannot_write():
     with pytest.raises(TypeError, match="no array text for float"):
         array_text([1.5])
+
+
+@pytest.mark.parametrize("model", [Failure, Notification, FalloutRule])
+def test_unsaved_builds_the_row_model_init_builds(api, model):
+    """The same attributes, the same cached related objects, the same adding state; defaults never shared."""
+    failure = report_failure(api)
+    values = {
+        Failure: {"repository": failure.repository, "owner_team_id": failure.owner_team_id, "branch": "main"},
+        Notification: {"subject": "s", "body": "b", "created_at": AT},
+        FalloutRule: {"name": "n", "scope": FalloutScope.REPOSITORY, "category": FalloutCategory.INFRASTRUCTURE},
+    }[model]
+    built, expected = unsaved(model, **values), model(**values)
+    # Callable defaults (uuid4, list, dict) are called for each row: equal in kind, lists and dicts never shared.
+    computed = {f.attname for f in model._meta.concrete_fields if callable(f.default) and f.attname not in values}
+    state, wanted = vars(built).copy(), vars(expected).copy()
+    assert state.keys() == wanted.keys()
+    assert {k: type(state[k]) for k in computed} == {k: type(wanted[k]) for k in computed}
+    for name in ("_state", *computed):
+        del state[name], wanted[name]
+    assert state == wanted
+    assert (built._state.adding, built._state.db) == (expected._state.adding, expected._state.db)
+    assert built._state.fields_cache.keys() == expected._state.fields_cache.keys()
+    other = unsaved(model, **values)
+    mutable = [k for k in computed if isinstance(getattr(built, k), list | dict)]
+    assert mutable and all(getattr(other, k) is not getattr(built, k) for k in mutable)

@@ -23,6 +23,7 @@ from escalation.services.statements import (
     insert_many,
     insert_values,
     insert_with_dependants,
+    unsaved,
 )
 from escalation.services.timeline import timeline_entry, timeline_fields
 from portal.audit import Actor, audit_entry, audit_values, row_state
@@ -334,7 +335,8 @@ def _new_failure(
     protected = reported.repository.is_protected(run.branch)
     opened_at = reported.seen_at
     owner_team = config.teams.get(route.owner_team_id)
-    failure = Failure(
+    failure = unsaved(
+        Failure,
         failure_type=kind.failure_type,
         fingerprint=fingerprint,
         repository=reported.repository,

@@ -22,7 +22,7 @@ from escalation.services.classification import FALLBACK, Classification, failure
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import Reported, failures_recover, failures_report_many
 from escalation.services.ingestion import repository_for
-from escalation.services.statements import insert_many
+from escalation.services.statements import insert_many, unsaved
 from portal.audit import Actor
 from portal.errors import PayloadTooLarge
 
@@ -248,7 +248,8 @@ def _items_chunk(upload: Upload, items: list[FailingItem]) -> list[Failure]:
         return []
     limit = settings.PORTAL_LOG_EXCERPT_LIMIT
     events = [
-        CIEvent(
+        unsaved(
+            CIEvent,
             source=upload.source,
             idempotency_key=_event_key(upload.report.pk, item.key),
             job=upload.job,
