@@ -24,6 +24,10 @@ from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import Jsonb
 
 
+class JsonText(str):
+    """A JSON column's value already encoded (``insert_values`` stores it as it is instead of encoding it)."""
+
+
 def unsaved(model: type[models.Model], **values: object) -> models.Model:
     """``model(**values)`` without ``Model.__init__``'s loop over every field: a report opens thousands of rows.
 
@@ -274,7 +278,8 @@ def insert_values(model: type[models.Model], names: list[str], rows: list[tuple]
     if not rows:
         return []
     if connection.vendor != "postgresql":
-        objs = [model(**dict(zip(names, row, strict=True))) for row in rows]
+        decoded = [[json.loads(v) if type(v) is JsonText else v for v in row] for row in rows]
+        objs = [model(**dict(zip(names, row, strict=True))) for row in decoded]
         model.objects.bulk_create(objs, batch_size=1000)
         return [obj.pk for obj in objs] if keys_needed else []
     keys = []
@@ -284,14 +289,14 @@ def insert_values(model: type[models.Model], names: list[str], rows: list[tuple]
         rows = [(key, *row) for key, row in zip(keys, rows, strict=True)]
     fields = [model._meta.get_field(name) for name in names]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    json = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    json_columns = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
     statement = f"COPY {connection.ops.quote_name(model._meta.db_table)} ({columns}) FROM STDIN"  # noqa: S608
     with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
         for row in rows:
-            if json:
+            if json_columns:
                 row = list(row)
-                for i in json:
-                    row[i] = Jsonb(row[i])
+                for i in json_columns:
+                    row[i] = row[i] if type(row[i]) is JsonText else Jsonb(row[i])
             copy.write_row(row)
     return keys
 

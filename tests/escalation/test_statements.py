@@ -9,8 +9,8 @@ from django.db import connection
 from django.forms.models import model_to_dict
 
 from escalation.choices import FalloutCategory, FalloutScope
-from escalation.models import Failure, FalloutRule, Notification
-from escalation.services.statements import array_text, insert_chain, row_json, unsaved
+from escalation.models import Failure, FalloutRule, Notification, TimelineEntry
+from escalation.services.statements import JsonText, array_text, insert_chain, insert_values, row_json, unsaved
 from tests.factories import report_failure
 
 pytestmark = pytest.mark.django_db
@@ -112,3 +112,14 @@ def test_unsaved_builds_the_row_model_init_builds(api, model):
     other = unsaved(model, **values)
     mutable = [k for k in computed if isinstance(getattr(built, k), list | dict)]
     assert mutable and all(getattr(other, k) is not getattr(built, k) for k in mutable)
+
+
+def test_insert_values_stores_json_text_as_it_is_and_encodes_the_rest(api):
+    failure = report_failure(api)
+    state = {"b": [1, "ü"], "a": None}
+    rows = [(failure.pk, AT, "escalated", "task:t", "task", "m", JsonText(json.dumps(state))), (failure.pk, AT,
+            "escalated", "task:t", "task", "m", state)]  # fmt: skip
+    names = ["failure_id", "at", "kind", "actor", "source", "message", "data"]
+    insert_values(TimelineEntry, names, rows)
+    stored = TimelineEntry.objects.filter(failure=failure, kind="escalated").values_list("data", flat=True)
+    assert list(stored) == [state, state]

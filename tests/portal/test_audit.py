@@ -9,7 +9,7 @@ from django.forms.models import model_to_dict
 
 from escalation.choices import ChangeSource, FailureStatus, FailureType
 from escalation.models import Failure, IngestSource, Team
-from portal.audit import SECRET_FIELDS, Actor, audit_entry, audit_values, row_state
+from portal.audit import SECRET_FIELDS, Actor, audit_entry, audit_values, row_state, row_state_json
 from portal.models import AuditAction, AuditEntry
 from tests.factories import UserFactory
 
@@ -43,6 +43,15 @@ def test_row_state_of_a_failure_is_its_json_round_trip():
     assert state == reference_state(failure)
     assert list(state) == list(reference_state(failure))
     assert type(state["status"]) is str and type(state["failure_type"]) is str
+    assert json.loads(row_state_json(failure)) == state
+
+
+def test_row_state_json_is_row_state_as_text():
+    team = Team(pk=2, name="Platform", holidays=["2026-12-25"], standup_at=datetime.time(9, 30, 15, 250))
+    source = IngestSource(pk=1, name="ci", token_prefix="abc", token_hash="h", webhook_secret="s", scopes=["ingest"])
+    for obj in (team, source):
+        assert json.loads(row_state_json(obj)) == row_state(obj)
+    assert "token_hash" not in row_state_json(source)
 
 
 def test_row_state_of_a_team_turns_times_into_text():

@@ -14,6 +14,7 @@ from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig
 from escalation.services.signatures import error_signature
 from escalation.services.statements import (
+    JsonText,
     Step,
     chain_ids,
     chain_parts,
@@ -26,7 +27,7 @@ from escalation.services.statements import (
     unsaved,
 )
 from escalation.services.timeline import timeline_entry, timeline_fields
-from portal.audit import Actor, audit_entry, audit_values, row_state
+from portal.audit import Actor, audit_entry, audit_values, row_state, row_state_json
 from portal.models import AuditAction, AuditEntry
 
 
@@ -147,7 +148,9 @@ def _report_many(
     config: RoutingConfig, reported: list[Reported], fingerprints: list[str], actor: Actor, now: datetime
 ) -> list[tuple[Failure, bool]]:
     wanted = sorted(set(fingerprints))
-    failures = {f.fingerprint: f for f in Failure.objects.select_for_update().filter(OPEN_Q, fingerprint__in=wanted)}
+    failures = {
+        f.fingerprint: f for f in Failure.objects.select_for_update().filter(OPEN_Q, fingerprint__in_array=wanted)
+    }
     people: dict[str, object] = {}
 
     def person_of(author: str):
@@ -386,5 +389,8 @@ def _opened(opened: list[tuple[Failure, tuple[str, dict]]], *, actor: Actor, now
     )
     insert_dicts(
         AuditEntry,
-        [audit_values(actor=actor, action=AuditAction.CREATE, obj=f, at=now, after=row_state(f)) for f, _ in opened],
+        [
+            audit_values(actor=actor, action=AuditAction.CREATE, obj=f, at=now, after=JsonText(row_state_json(f)))
+            for f, _ in opened
+        ],
     )
