@@ -33,7 +33,7 @@ from escalation.models import (
 from escalation.models.failures import OPEN_Q, TimelineKind
 from escalation.services import sla
 from escalation.services.config import RoutingConfig, routing_config
-from escalation.services.notifications import Message, failure_summary, failure_url, message_text, notifications_write
+from escalation.services.notifications import Message, failure_summary, message_text, notifications_write
 from escalation.services.routing import role_team
 from escalation.services.statements import array_text, insert_many, insert_values, values_rows
 from portal.audit import Actor
@@ -241,7 +241,7 @@ def _sweep_batch(*, config: RoutingConfig, now: datetime, limit: int, share: tup
                 failure.breached_at, failure.escalation_level = d.due_at, max(failure.escalation_level, 1)
         done[failure.pk] |= steps
         failure.next_step_at = next_step_at(failure, team=team, done=done[failure.pk])
-    inserted = notifications_write(list(plan.messages.values()), now=now)
+    inserted = notifications_write(_messages_text(list(plan.messages.values())), now=now)
     # The claim makes each (failure, step) new; the unique index is the backstop.
     insert_values(Escalation, ESCALATION_COLUMNS, plan.escalations)
     insert_values(TimelineEntry, TIMELINE_COLUMNS, plan.entries)
@@ -356,7 +356,7 @@ def _message(failure: Failure, step: str, target, key: str, names: dict[int, str
     message = Message(
         subject="",
         body="",
-        data={"step": step, "step_label": S(step).label, "failures": [], "url": failure_url(failure.pk)},
+        data={"step": step, "step_label": S(step).label, "failures": []},
         failure_ids=[],
         step=step,
         channel=None if is_ticket else target,
@@ -366,14 +366,21 @@ def _message(failure: Failure, step: str, target, key: str, names: dict[int, str
     if failure.group_id:
         message.data["group"] = {"id": failure.group_id, "key": failure.group.key, "size": failure.group.size}
     _message_add(message, failure, names)
+    message.data["url"] = message.data["failures"][0]["url"]  # the first failure's page
     return message
 
 
 def _message_add(message: Message, failure: Failure, names: dict[int, str]) -> None:
     message.failure_ids.append(failure.pk)
     message.data["failures"].append(failure_summary(failure, teams=names))
-    message.subject, message.body = message_text(S(message.step).label, message.data["failures"])
-    message.data["title"] = message.subject
+
+
+def _messages_text(messages: list[Message]) -> list[Message]:
+    """Each message's subject and body, once all its failures are in."""
+    for message in messages:
+        message.subject, message.body = message_text(message.data["step_label"], message.data["failures"])
+        message.data["title"] = message.subject
+    return messages
 
 
 @dataclass
