@@ -260,8 +260,7 @@ def load_not_due(state: dict, count: int, now: datetime, rnd: random.Random) -> 
 
 def load_infra(state: dict, now: datetime, rnd: random.Random) -> None:
     """A few open ci_runner failures on runs of their own: causes the clock-pause check looks at, not due."""
-    from escalation.services.config import routing_config
-    from escalation.services.routing import matrix_snapshot
+    from escalation.services.config import matrix_snapshot, routing_config
 
     infra = copies(state, INFRA_OPEN, due=False, now=now, rnd=rnd)
     snapshot = matrix_snapshot(routing_config().matrix["ci_runner"])

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.forms.models import model_to_dict
 
 from escalation.models import (
     ClassificationRule,
@@ -34,12 +35,28 @@ class RoutingConfig:
     loaded_at: float
     repositories: dict[str, Repository] = field(default_factory=dict)
     people: dict[str, Person] = field(default_factory=dict)  # by identity value (stored lower-case)
+    snapshots: dict[str, dict] = field(default_factory=dict)  # by failure type, see snapshot()
+
+    def snapshot(self, failure_type: str) -> dict:
+        """The matrix row of this type as a failure freezes it (``matrix_snapshot``), worked out once
+        per configuration; each call returns a copy of its own."""
+        if failure_type not in self.snapshots:
+            self.snapshots[failure_type] = matrix_snapshot(self.matrix[failure_type])
+        return dict(self.snapshots[failure_type])
 
     def person_for(self, commit_author: str) -> Person | None:
         """routing.person_for_author without a query: the person one of whose identities is this author."""
         if not commit_author:
             return None
         return self.people.get(commit_author.strip().lower())
+
+
+def matrix_snapshot(row: MatrixRow) -> dict:
+    """The matrix row frozen into a failure: JSON-safe, durations in seconds."""
+    data = model_to_dict(row, exclude=["id"])
+    for key in ("sla_budget", "complex_sla_budget", "acknowledge_budget"):
+        data[key] = data[key].total_seconds() if data[key] is not None else None
+    return data
 
 
 _lock = threading.Lock()

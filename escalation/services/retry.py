@@ -24,10 +24,9 @@ from escalation.choices import INFRASTRUCTURE_TYPES, JobStatus, RetryCondition
 from escalation.models import CIJob, Failure, IngestSource, RetryAdvice
 from escalation.models.failures import OPEN_Q
 from escalation.services.classification import Classification, failure_classify
-from escalation.services.config import RoutingConfig, routing_config
+from escalation.services.config import RoutingConfig, matrix_snapshot, routing_config
 from escalation.services.failures import failure_fingerprint
 from escalation.services.log_text import log_excerpt_clip
-from escalation.services.routing import matrix_snapshot
 
 CLASSIFIED_BY_FIELD = "failure_type"  # RetryAdvice.classified_by when CI named the type itself
 _NAMED_AT_MOST = 10  # jobs or failures a reason lists before "and N more"

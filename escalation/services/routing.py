@@ -4,10 +4,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from django.forms.models import model_to_dict
-
 from escalation.choices import PERSON_OWNERS, Owner, Role
-from escalation.models import MatrixRow, Person, Repository
+from escalation.models import Person, Repository
 from escalation.services.config import RoutingConfig
 
 # Where a failure goes when neither a person nor the repository names an owner.
@@ -19,14 +17,6 @@ class Routing:
     owner_team_id: int | None
     secondary_team_id: int | None
     assignee: Person | None
-
-
-def matrix_snapshot(row: MatrixRow) -> dict:
-    """The matrix row frozen into a failure: JSON-safe, durations in seconds."""
-    data = model_to_dict(row, exclude=["id"])
-    for key in ("sla_budget", "complex_sla_budget", "acknowledge_budget"):
-        data[key] = data[key].total_seconds() if data[key] is not None else None
-    return data
 
 
 def person_for_author(commit_author: str) -> Person | None:

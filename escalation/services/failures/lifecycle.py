@@ -159,7 +159,7 @@ def failure_retype(*, failure: Failure, failure_type: str, fingerprint: str, con
 
     Changes the row in memory only; the caller saves it, with the timeline and audit entries.
     """
-    snapshot = routing.matrix_snapshot(config.matrix[failure_type])
+    snapshot = config.snapshot(failure_type)
     run = failure.latest_run
     route = routing.failure_route(
         config=config,

@@ -323,8 +323,7 @@ def _new_failure(
 ) -> tuple[Failure, tuple[str, dict]]:
     """The failure a report opens, not yet saved, with its 'opened' timeline message and data."""
     kind = reported.classification
-    row = config.matrix[kind.failure_type]
-    snapshot = routing.matrix_snapshot(row)
+    snapshot = config.snapshot(kind.failure_type)
     run = reported.run
     route = routing.failure_route(
         config=config,

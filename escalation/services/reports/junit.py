@@ -182,7 +182,7 @@ def junit_store(upload: Upload, body: Body) -> dict:
                 failing.append((index, _test_label(job, case), case, key))
     failing_keys = {key: label for _, label, _, key in failing}
     passed_before = TestResult.objects.filter(
-        report__in=earlier, test_key__in=list(failing_keys), outcome=TestOutcome.PASSED
+        report__in=earlier, test_key__in_array=list(failing_keys), outcome=TestOutcome.PASSED
     ).values_list("test_key", flat=True)
     for key in set(passed_before):
         flaky.setdefault(key, (failing_keys[key], upload.run.pk))
