@@ -141,10 +141,8 @@ def sla_sweep(*, now: datetime, batch_size: int = 2000, workers: int | None = No
                 batches += pool.map(lambda n: _sweep_thread(config, now, batch_size, (n, workers)), range(workers))
         else:
             batches.append(_sweep_batches(config, now, batch_size))
-    for batch in batches:
-        result.claimed += batch.claimed
-        result.steps += batch.steps
-        result.notifications += batch.notifications
+    total = sum(batches, _Batch())
+    result.claimed, result.steps, result.notifications = total.claimed, total.steps, total.notifications
     return result
 
 
@@ -153,6 +151,9 @@ class _Batch:
     claimed: int = 0
     steps: int = 0
     notifications: int = 0
+
+    def __add__(self, other: "_Batch") -> "_Batch":
+        return _Batch(self.claimed + other.claimed, self.steps + other.steps, self.notifications + other.notifications)
 
 
 def _sweep_thread(config: RoutingConfig, now: datetime, batch_size: int, share: tuple[int, int]) -> _Batch:
@@ -170,9 +171,7 @@ def _sweep_batches(
     while True:
         with transaction.atomic():
             batch = _sweep_batch(config=config, now=now, limit=batch_size, share=share)
-        total.claimed += batch.claimed
-        total.steps += batch.steps
-        total.notifications += batch.notifications
+        total += batch
         if batch.claimed < batch_size:
             return total
 
