@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import call_command
+from django.db import IntegrityError
 from django.utils import timezone
 
 from escalation.choices import DigestKind, FailureStatus, FalloutStatus, Resolution
@@ -25,7 +26,13 @@ from escalation.models import (
 )
 from escalation.models.failures import TimelineKind
 from escalation.services.digests import figures as fig
-from escalation.services.digests.compose import digest_compose, digest_figures, digest_send, digests_send_due
+from escalation.services.digests.compose import (
+    _insert_once,
+    digest_compose,
+    digest_figures,
+    digest_send,
+    digests_send_due,
+)
 from escalation.services.digests.schedule import digests_due, digests_planned
 from escalation.services.escalation import sla_sweep
 from tests.factories import report_failure
@@ -531,6 +538,15 @@ def test_a_second_send_for_the_same_period_stores_and_sends_nothing(week):
     assert first.created and first.notifications == 1
     assert not second.created and second.notifications == 0 and second.digest.pk == first.digest.pk
     assert Digest.objects.count() == 1 and Notification.objects.count() == 1
+
+
+def test_a_digest_that_breaks_another_constraint_is_an_error_not_a_digest_already_sent(db):
+    at = datetime(2026, 11, 16, 9, 30, tzinfo=UTC)
+    broken = Digest(kind=DigestKind.WEEKLY, audience="team:1", period_start=at, period_end=at + H, subject="s",
+                    text=None, html="", created_at=at)  # fmt: skip
+    with pytest.raises(IntegrityError, match="text"):
+        _insert_once(broken)
+    assert not Digest.objects.exists()
 
 
 def command(*args: str) -> str:

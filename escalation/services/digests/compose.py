@@ -212,13 +212,17 @@ def digest_send(plan: DigestPlan, *, now: datetime, queued_at: datetime | None =
 def _insert_once(digest: Digest) -> int | None:
     """Insert the row unless its (kind, audience, period_start) exists: its id, or None.
 
-    A concurrent insert of the same digest waits at the unique constraint and then fails here.
+    A concurrent insert of the same digest waits at the unique constraint and then fails here. Any other
+    integrity error is a fault, raised as it is.
     """
     try:
         with transaction.atomic():
             digest.save(force_insert=True)
     except IntegrityError:
-        return None
+        key = {"kind": digest.kind, "audience": digest.audience, "period_start": digest.period_start}
+        if Digest.objects.filter(**key).exists():
+            return None
+        raise
     return digest.pk
 
 
