@@ -1,5 +1,6 @@
 """POST /api/v1/reports/junit/: every real runner's file, counted independently of the portal's parser."""
 
+import hashlib
 import xml.etree.ElementTree as ET  # the fixtures are trusted: the stdlib parser is the independent count
 from collections import Counter
 
@@ -361,3 +362,14 @@ def test_test_results_are_keyed_by_identity_and_go_with_their_report(api):
         assert key == short_hash(suite.get("name", ""), classname, name)
     report.delete()  # the results have no database constraint: Django deletes them with their report
     assert not TestResult.objects.exists()
+
+
+def test_short_hash_is_the_blake2b_of_the_parts_as_text_whatever_their_types():
+    """Stored test keys and finding keys are compared across uploads: the hash of given parts never changes."""
+
+    def expected(*texts: str) -> str:
+        return hashlib.blake2b("\x1f".join(texts).encode(), digest_size=16).hexdigest()
+
+    assert short_hash("pytest", "tests.test_x", "test_y") == expected("pytest", "tests.test_x", "test_y")
+    assert short_hash("semgrep", 12, None, FailureStatus.OPEN) == expected("semgrep", "12", "None", "open")
+    assert short_hash() == expected()

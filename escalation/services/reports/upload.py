@@ -320,8 +320,16 @@ def item_label(*parts: str) -> str:
 
 
 def short_hash(*parts: Any) -> str:
-    """A 32-character identity of the parts (not a secret: used for keys and de-duplication)."""
-    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+    """A 32-character identity of the parts (not a secret: used for keys and de-duplication).
+
+    Each part counts as ``str(part)``; parts that are plain strings already are joined as they are (a JUnit
+    upload hashes every test case's three names).
+    """
+    for part in parts:
+        if type(part) is not str:
+            parts = tuple(map(str, parts))
+            break
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 def clean(text: Any, limit: int | None = None) -> str:
