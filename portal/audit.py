@@ -140,9 +140,7 @@ def audit_entry(
 ) -> AuditEntry:
     """The entry for one change, not yet saved: for callers that store it within a statement of their own."""
     return AuditEntry(
-        actor=actor.user,
-        content_type=ContentType.objects.get_for_model(obj),
-        **_entry_fields(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason),
+        **audit_values(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason)
     )
 
 
@@ -161,21 +159,6 @@ def audit_values(
     return {
         "actor_id": None if actor.user is None else actor.user.pk,
         "content_type_id": ContentType.objects.get_for_model(obj).pk,
-        **_entry_fields(actor=actor, action=action, obj=obj, at=at, before=before, after=after, reason=reason),
-    }
-
-
-def _entry_fields(
-    *,
-    actor: Actor,
-    action: AuditAction,
-    obj: models.Model,
-    at: datetime,
-    before: dict | None,
-    after: dict | None,
-    reason: str,
-) -> dict[str, Any]:
-    return {
         "at": at,
         "actor_label": actor.label[:200],
         "source": actor.source,

@@ -4,6 +4,7 @@ import datetime
 import json
 from decimal import Decimal
 
+from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.forms.models import model_to_dict
 
@@ -75,3 +76,16 @@ def test_audit_values_are_the_columns_of_the_audit_entry(db):
         entry = audit_entry(**change, before={"name": "Q"}, reason="renamed " * 60)
         columns = {f.attname: getattr(entry, f.attname) for f in AuditEntry._meta.concrete_fields if not f.primary_key}
         assert audit_values(**change, before={"name": "Q"}, reason="renamed " * 60) == columns
+        assert columns == {
+            "at": at,
+            "actor_id": None if actor.user is None else user.pk,
+            "actor_label": actor.label,
+            "source": actor.source,
+            "action": AuditAction.UPDATE,
+            "content_type_id": ContentType.objects.get_for_model(Team).pk,
+            "object_id": "2",
+            "object_repr": "Platform",
+            "before": {"name": "Q"},
+            "after": {"name": "P"},
+            "reason": ("renamed " * 60)[:300],
+        }
