@@ -14,6 +14,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from escalation.choices import ChangeSource
+from portal.json_text import json_text
 from portal.models import AuditAction, AuditEntry
 
 
@@ -63,7 +64,7 @@ def row_state(obj: models.Model) -> dict[str, Any]:
 def row_state_json(obj: models.Model) -> str:
     """``row_state(obj)`` as JSON text, encoded in one pass: for bulk inserts, which would encode the dict again."""
     names, values = _state_fields(type(obj))
-    return _ENCODER.encode(dict(zip(names, values(obj), strict=True)))
+    return json_text(dict(zip(names, values(obj), strict=True)), default=_ENCODER.default, datetimes_by_default=True)
 
 
 @functools.cache

@@ -21,7 +21,8 @@ from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.utils.functional import Promise
 from psycopg.types.datetime import TimestamptzLoader
-from psycopg.types.json import Jsonb
+
+from portal.json_text import json_text
 
 
 class JsonText(str):
@@ -82,7 +83,7 @@ def row_json(obj: models.Model) -> str:
         if value is None and field.primary_key:
             continue
         values[column] = value
-    return json.dumps(values, default=_json_default)
+    return json_text(values, default=_json_default)
 
 
 def row_select(obj: models.Model, *, refs: dict[str, str] | None = None) -> tuple[str, str, str]:
@@ -224,7 +225,7 @@ def copy_rows(rows: list[models.Model]) -> None:
     """Insert unsaved rows of one model with COPY: for thousands of rows, far less work than an INSERT.
 
     Rows whose auto key is unset get it from the table's default; set keys are stored as they are
-    (see ``next_ids``). Values go to psycopg as the row holds them, JSON wrapped as jsonb: fields
+    (see ``next_ids``). Values go to psycopg as the row holds them, JSON as its text: fields
     that compute their value on save (``auto_now``) are not supported. Runs in the caller's
     transaction; a unique violation fails the whole COPY.
     """
@@ -240,7 +241,12 @@ def copy_rows(rows: list[models.Model]) -> None:
     with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
         for row in rows:
             values = row.__dict__
-            copy.write_row([Jsonb(values[n]) if n in json else values[n] for n in names])
+            copy.write_row([_json_column(values[n]) if n in json else values[n] for n in names])
+
+
+def _json_column(value: object) -> str:
+    """A JSON column's value as COPY's text form: PostgreSQL reads the text with the column's input function."""
+    return value if type(value) is JsonText else json_text(value, default=_json_default)
 
 
 def next_ids(model: type[models.Model], count: int) -> list[int]:
@@ -296,7 +302,7 @@ def insert_values(model: type[models.Model], names: list[str], rows: list[tuple]
             if json_columns:
                 row = list(row)
                 for i in json_columns:
-                    row[i] = row[i] if type(row[i]) is JsonText else Jsonb(row[i])
+                    row[i] = _json_column(row[i])
             copy.write_row(row)
     return keys
 
