@@ -373,3 +373,10 @@ def test_short_hash_is_the_blake2b_of_the_parts_as_text_whatever_their_types():
     assert short_hash("pytest", "tests.test_x", "test_y") == expected("pytest", "tests.test_x", "test_y")
     assert short_hash("semgrep", 12, None, FailureStatus.OPEN) == expected("semgrep", "12", "None", "open")
     assert short_hash() == expected()
+
+    class Label(str):  # a string whose str() is not its text
+        def __str__(self) -> str:
+            return "a label"
+
+    assert short_hash("pytest", Label("unit")) == expected("pytest", "unit")
+    assert short_hash(7, Label("unit")) == expected("7", "unit")

@@ -322,14 +322,14 @@ def item_label(*parts: str) -> str:
 def short_hash(*parts: Any) -> str:
     """A 32-character identity of the parts (not a secret: used for keys and de-duplication).
 
-    Each part counts as ``str(part)``; parts that are plain strings already are joined as they are (a JUnit
-    upload hashes every test case's three names).
+    A string counts by its text, anything else as ``str(part)``. Strings are joined as they are, without a
+    check per part: a JUnit upload hashes every test case's three names.
     """
-    for part in parts:
-        if type(part) is not str:
-            parts = tuple(map(str, parts))
-            break
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+    try:
+        joined = "\x1f".join(parts)
+    except TypeError:  # a part that is no string
+        joined = "\x1f".join(part if isinstance(part, str) else str(part) for part in parts)
+    return hashlib.blake2b(joined.encode(), digest_size=16).hexdigest()
 
 
 def clean(text: Any, limit: int | None = None) -> str:
