@@ -9,8 +9,18 @@ from django.db import connection
 from django.forms.models import model_to_dict
 
 from escalation.choices import FalloutCategory, FalloutScope
-from escalation.models import Failure, FalloutRule, Notification, TimelineEntry
-from escalation.services.statements import JsonText, array_text, insert_chain, insert_values, row_json, unsaved
+from escalation.models import Failure, FalloutRule, Notification, TestResult, TimelineEntry
+from escalation.models.failures import TimelineKind
+from escalation.services.statements import (
+    JsonText,
+    array_text,
+    copy_types,
+    insert_chain,
+    insert_many,
+    insert_values,
+    row_json,
+    unsaved,
+)
 from tests.factories import report_failure
 
 pytestmark = pytest.mark.django_db
@@ -123,3 +133,19 @@ def test_insert_values_stores_json_text_as_it_is_and_encodes_the_rest(api):
     insert_values(TimelineEntry, names, rows)
     stored = TimelineEntry.objects.filter(failure=failure, kind="escalated").values_list("data", flat=True)
     assert list(stored) == [state, state]
+
+
+def test_copy_types_name_each_column_by_its_postgresql_type_and_json_as_text():
+    names = ["report_id", "test_key", "duration", "message"]
+    assert copy_types(TestResult, names) == ["bigint", "varchar", "double precision", "text"]
+    assert copy_types(TimelineEntry, ["failure_id", "at", "data"]) == ["bigint", "timestamp with time zone", "text"]
+
+
+def test_a_copy_with_column_types_stores_every_kind_of_value(api):
+    """copy_rows and insert_values give psycopg the columns' types: enums, None, JSON and times still go in."""
+    failure = report_failure(api)
+    entry = unsaved(TimelineEntry, failure=failure, at=AT, kind=TimelineKind.ESCALATED, actor="task:t", source="task",
+                    message="m", data={"at": AT, "n": None})  # fmt: skip
+    insert_many([entry], keys_needed=True)
+    row = TimelineEntry.objects.get(pk=entry.pk)
+    assert (row.at, row.kind, row.data) == (AT, "escalated", {"at": AT.isoformat(), "n": None})

@@ -31,6 +31,7 @@ from escalation.services.reports.upload import (
     run_flag,
     short_hash,
 )
+from escalation.services.statements import copy_types
 
 _MESSAGE_LIMIT = 4000
 _FIELD_LIMIT = 500
@@ -306,6 +307,7 @@ class _ResultWriter:
             columns = ", ".join(self._COLUMNS)
             self._copy_cm = self._cursor.cursor.copy(f"COPY {TestResult._meta.db_table} ({columns}) FROM STDIN")
             self.copy = self._copy_cm.__enter__()
+            self.copy.set_types(copy_types(TestResult, self._COLUMNS))
         return self
 
     def add(self, case: TestCase, key: str) -> None:
