@@ -32,7 +32,8 @@ class IngestSource(models.Model):
 class CIRun(models.Model):
     """One attempt of a CI run (pipeline / workflow run) on a commit."""
 
-    source = models.ForeignKey(IngestSource, on_delete=models.PROTECT, related_name="runs")
+    # No index of its own: run_natural_key leads with this column.
+    source = models.ForeignKey(IngestSource, on_delete=models.PROTECT, related_name="runs", db_index=False)
     ci_system = models.CharField(max_length=100, help_text="The event's `source` field")
     repository = models.ForeignKey("escalation.Repository", on_delete=models.PROTECT, related_name="runs")
     run_id = models.CharField(max_length=200)
@@ -59,7 +60,8 @@ class CIRun(models.Model):
 class CIJob(models.Model):
     """A job of a CI run, with its latest reported status."""
 
-    run = models.ForeignKey(CIRun, on_delete=models.CASCADE, related_name="jobs")
+    # No index of its own: job_per_run leads with this column.
+    run = models.ForeignKey(CIRun, on_delete=models.CASCADE, related_name="jobs", db_index=False)
     name = models.CharField(max_length=255)
     step = models.CharField(max_length=255, blank=True)
     runner_label = models.CharField(max_length=200, blank=True)
@@ -79,7 +81,8 @@ class CIJob(models.Model):
 class CIEvent(models.Model):
     """One accepted report of a job's outcome. The idempotency key makes re-deliveries no-ops."""
 
-    source = models.ForeignKey(IngestSource, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: event_idempotency_key leads with this column.
+    source = models.ForeignKey(IngestSource, on_delete=models.PROTECT, related_name="events", db_index=False)
     idempotency_key = models.CharField(max_length=255)
     job = models.ForeignKey(CIJob, on_delete=models.CASCADE, related_name="events")
     status = models.CharField(max_length=16, choices=JobStatus.choices)

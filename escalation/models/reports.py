@@ -10,7 +10,10 @@ from escalation.choices import ReportKind, RotationStatus, Severity, TestOutcome
 class WebhookDelivery(models.Model):
     """One webhook delivery a source sent, kept so that a replayed delivery id stores nothing twice."""
 
-    source = models.ForeignKey("escalation.IngestSource", on_delete=models.PROTECT, related_name="deliveries")
+    # No index of its own: webhook_delivery_once leads with this column.
+    source = models.ForeignKey(
+        "escalation.IngestSource", on_delete=models.PROTECT, related_name="deliveries", db_index=False
+    )
     delivery_id = models.CharField(max_length=200, help_text="X-GitHub-Delivery or X-Gitlab-Event-UUID")
     event = models.CharField(max_length=64)
     action = models.CharField(max_length=64, blank=True)
@@ -51,7 +54,8 @@ class WebhookRun(models.Model):
 class WebhookAlias(models.Model):
     """An id a webhook kind knows a run by (workflow run + attempt, check suite, check run, pipeline)."""
 
-    source = models.ForeignKey("escalation.IngestSource", on_delete=models.CASCADE, related_name="+")
+    # No index of its own: webhook_alias_once leads with this column.
+    source = models.ForeignKey("escalation.IngestSource", on_delete=models.CASCADE, related_name="+", db_index=False)
     alias = models.CharField(max_length=255)
     run = models.ForeignKey(WebhookRun, on_delete=models.CASCADE, related_name="aliases")
     job_name = models.CharField(max_length=255, blank=True, help_text="For a check run: its job")
@@ -69,8 +73,10 @@ class Report(models.Model):
     source = models.ForeignKey("escalation.IngestSource", on_delete=models.PROTECT, related_name="reports")
     kind = models.CharField(max_length=16, choices=ReportKind.choices)
     format = models.CharField(max_length=32, help_text="The dialect detected or named, e.g. gitleaks")
-    run = models.ForeignKey("escalation.CIRun", on_delete=models.PROTECT, related_name="reports")
-    job = models.ForeignKey("escalation.CIJob", on_delete=models.PROTECT, related_name="reports")
+    # No index of its own: report_run_kind_idx leads with this column.
+    run = models.ForeignKey("escalation.CIRun", on_delete=models.PROTECT, related_name="reports", db_index=False)
+    # No index of its own: report_once_per_body leads with this column.
+    job = models.ForeignKey("escalation.CIJob", on_delete=models.PROTECT, related_name="reports", db_index=False)
     digest = models.CharField(max_length=64, help_text="sha256 of the body: the same upload is stored once")
     size_bytes = models.PositiveBigIntegerField()
     received_at = models.DateTimeField()
@@ -189,7 +195,8 @@ class CredentialRotation(models.Model):
 class FlakyObservation(models.Model):
     """A job or test that failed and passed on one commit: possibly flaky."""
 
-    repository = models.ForeignKey("escalation.Repository", on_delete=models.CASCADE, related_name="+")
+    # No index of its own: flaky_once_per_commit leads with this column.
+    repository = models.ForeignKey("escalation.Repository", on_delete=models.CASCADE, related_name="+", db_index=False)
     job_name = models.CharField(max_length=255)
     test_key = models.CharField(max_length=32, blank=True, help_text="Blank for a whole job")
     test_name = models.CharField(max_length=500, blank=True)
@@ -218,7 +225,8 @@ class FlakyObservation(models.Model):
 class RunFlag(models.Model):
     """Something about a run that people should see, e.g. a report that held zero tests."""
 
-    run = models.ForeignKey("escalation.CIRun", on_delete=models.CASCADE, related_name="flags")
+    # No index of its own: run_flag_once leads with this column.
+    run = models.ForeignKey("escalation.CIRun", on_delete=models.CASCADE, related_name="flags", db_index=False)
     code = models.CharField(max_length=32)
     detail = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField()

@@ -120,7 +120,8 @@ class RuleChange(models.Model):
 class RuleChangeEffect(models.Model):
     """One failure whose type or tags a rule change alters, before and after."""
 
-    change = models.ForeignKey(RuleChange, on_delete=models.CASCADE, related_name="effects")
+    # No index of its own: one_effect_per_failure_and_change leads with this column.
+    change = models.ForeignKey(RuleChange, on_delete=models.CASCADE, related_name="effects", db_index=False)
     failure = models.ForeignKey("escalation.Failure", on_delete=models.CASCADE, related_name="+")
     was_open = models.BooleanField()
     from_type = models.CharField(max_length=32, choices=FailureType.choices)

@@ -54,7 +54,10 @@ class FailureGroup(models.Model):
 class Escalation(models.Model):
     """One ladder step taken for one failure: when, and who was told."""
 
-    failure = models.ForeignKey("escalation.Failure", on_delete=models.CASCADE, related_name="escalations")
+    # No index of its own: escalation_step_once leads with this column.
+    failure = models.ForeignKey(
+        "escalation.Failure", on_delete=models.CASCADE, related_name="escalations", db_index=False
+    )
     step = models.CharField(max_length=32, choices=EscalationStep.choices)
     due_at = models.DateTimeField()
     at = models.DateTimeField()
