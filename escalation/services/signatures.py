@@ -57,16 +57,19 @@ _NORMALISERS = [
 
 
 def error_line(log_excerpt: str) -> str:
-    """The line that says what went wrong: the last error line that is not a summary, else the last one."""
-    lines = [line.strip() for line in log_excerpt[-_SCAN_CHARS:].splitlines() if line.strip()]
-    if not lines:
-        return ""
-    errors = [line for line in lines if _ERROR_LINE.search(line)]
-    specific = [line for line in errors if not _SUMMARY_LINE.search(line)]
-    for candidates in (specific, errors, lines):
-        if candidates:
-            return candidates[-1][:_LINE_CHARS]
-    return ""
+    """The line that says what went wrong: the last error line that is not a summary, else the last error line,
+    else the last line. Read from the end, where the error usually is, so most logs need a few lines read."""
+    last_error = last_line = ""
+    for raw in reversed(log_excerpt[-_SCAN_CHARS:].splitlines()):
+        line = raw.strip()
+        if not line:
+            continue
+        last_line = last_line or line
+        if _ERROR_LINE.search(line):
+            if not _SUMMARY_LINE.search(line):
+                return line[:_LINE_CHARS]
+            last_error = last_error or line
+    return (last_error or last_line)[:_LINE_CHARS]
 
 
 def signature_normalise(line: str) -> str:

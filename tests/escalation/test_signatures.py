@@ -68,6 +68,12 @@ def test_the_last_specific_error_line_is_the_one_signed_not_the_runner_summary()
     assert error_signature(log) == "failed tests/test_cart.py::test_total - assertionerror: assert <n> == <n>"
 
 
+def test_a_log_whose_only_error_lines_are_summaries_is_signed_by_the_last_summary():
+    log = "Tests run: 12, Failures: 2\n  Tests run: 3, Failures: 1\nBUILD STEP DONE\n  \n"
+    assert error_line(log) == "Tests run: 3, Failures: 1"
+    assert error_line("   \n\t\n") == ""
+
+
 def test_a_log_with_no_error_word_is_signed_by_its_last_line_and_an_empty_log_has_no_signature():
     assert error_signature("step 1\nstep 2\nexit status 2\n\n") == "exit status <n>"
     assert error_signature("") == ""
