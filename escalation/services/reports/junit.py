@@ -6,7 +6,7 @@ Surefire's ``flakyFailure``/``flakyError`` (failed, then passed on a rerun), byt
 ``system-out``. Entity declarations and external entities are refused (defusedxml).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -163,14 +163,15 @@ def junit_store(upload: Upload, body: Body) -> dict:
     failing: list[tuple[int, str, TestCase, str]] = []  # compact until reported: (index, label, case, key)
     to_recover: list[str] = []
     flaky: dict[str, tuple[str, int | None]] = {}  # test key -> (label, id of the failing run)
+    passed = TestOutcome.PASSED  # a local: an enum member read from its class costs as much as the rest of a check
     with _ResultWriter(upload.report) as writer:
-        job = upload.job.name
+        job, add = upload.job.name, writer.add
         for index, case in enumerate(junit_cases(body.file)):
             outcome = case.outcome
             counts[outcome] += 1
             key = case.key
-            writer.add(case, key)
-            if outcome == TestOutcome.PASSED:  # most cases: only what a passed test is compared with
+            add(case, key)
+            if outcome == passed:  # most cases: only what a passed test is compared with
                 if (
                     open_names
                     and case.name.rpartition(" › ")[2] in open_names
@@ -293,7 +294,8 @@ def _flaky_record(upload: Upload, flaky: dict[str, tuple[str, int | None]]) -> N
 class _ResultWriter:
     """Writes test results as they are parsed: COPY on PostgreSQL, batched inserts elsewhere."""
 
-    _COLUMNS = ("report_id", "test_key", "suite", "classname", "name", "file", "outcome", "duration", "message")
+    _CASE_FIELDS = ("suite", "classname", "name", "file", "outcome", "duration", "message")
+    _COLUMNS = ("report_id", "test_key", *_CASE_FIELDS)
     _BATCH = 2000
 
     def __init__(self, report: Report):
@@ -308,15 +310,23 @@ class _ResultWriter:
             self._copy_cm = self._cursor.cursor.copy(f"COPY {TestResult._meta.db_table} ({columns}) FROM STDIN")
             self.copy = self._copy_cm.__enter__()
             self.copy.set_types(copy_types(TestResult, self._COLUMNS))
+            self.add = self._copy_add(self.copy.write_row, self.report_id)
         return self
 
+    @staticmethod
+    def _copy_add(write_row: Callable[[tuple], None], report_id: int) -> Callable[[TestCase, str], None]:
+        """``add`` straight to COPY: called once per test case, it reads nothing from the writer."""
+
+        def add(case: TestCase, key: str) -> None:
+            write_row((report_id, key, case.suite, case.classname, case.name, case.file, case.outcome,
+                       case.duration, case.message))  # fmt: skip
+
+        return add
+
     def add(self, case: TestCase, key: str) -> None:
-        row = (self.report_id, key, case.suite, case.classname, case.name, case.file, case.outcome,
-               case.duration, case.message)  # fmt: skip
-        if self.copy is not None:
-            self.copy.write_row(row)
-            return
-        self.rows.append(TestResult(**dict(zip(self._COLUMNS, row, strict=True))))
+        """Batched inserts (not PostgreSQL, whose writer replaces this with ``_copy_add``)."""
+        fields = {name: getattr(case, name) for name in self._CASE_FIELDS}
+        self.rows.append(TestResult(report_id=self.report_id, test_key=key, **fields))
         if len(self.rows) >= self._BATCH:
             self._flush()
 
