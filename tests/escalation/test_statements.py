@@ -18,6 +18,7 @@ from escalation.services.statements import (
     insert_chain,
     insert_many,
     insert_values,
+    next_ids,
     row_json,
     unsaved,
 )
@@ -149,3 +150,11 @@ def test_a_copy_with_column_types_stores_every_kind_of_value(api):
     insert_many([entry], keys_needed=True)
     row = TimelineEntry.objects.get(pk=entry.pk)
     assert (row.at, row.kind, row.data) == (AT, "escalated", {"at": AT.isoformat(), "n": None})
+
+
+def test_next_ids_take_distinct_values_of_the_sequence_that_later_rows_continue(api):
+    failure = report_failure(api)
+    ids = next_ids(TimelineEntry, 50)
+    assert len(set(ids)) == 50 and next_ids(TimelineEntry, 0) == []
+    later = TimelineEntry.objects.create(failure=failure, at=AT, kind=TimelineKind.ESCALATED, actor="t", source="task")
+    assert later.pk > max(ids)
