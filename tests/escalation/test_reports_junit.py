@@ -380,3 +380,23 @@ def test_short_hash_is_the_blake2b_of_the_parts_as_text_whatever_their_types():
 
     assert short_hash("pytest", Label("unit")) == expected("pytest", "unit")
     assert short_hash(7, Label("unit")) == expected("7", "unit")
+
+
+def test_each_test_result_is_stored_as_the_report_gives_it(api):
+    """The results go in by binary COPY: text with tabs, backslashes and other scripts, missing times and
+    attributes come back exactly."""
+    body = (
+        '<testsuite name="ünït&#9;suite"><testcase classname="pkg\\Mod" name="test_ß[a\\nb]" file="t/ü.py" time="0.25"/>'
+        '<testcase name="no_class_no_time"/>'
+        '<testcase classname="c" name="fails" time="1,234.5"><failure message="got&#9;1">line 1\nline 2 \\ end</failure>'
+        "</testcase></testsuite>"
+    ).encode()
+    ok(upload(api, "junit", body))
+    stored = list(TestResult.objects.order_by("id").values_list("suite", "classname", "name", "file", "outcome",
+                                                                "duration", "message"))  # fmt: skip
+    assert stored == [
+        ("ünït\tsuite", "pkg\\Mod", "test_ß[a\\nb]", "t/ü.py", "passed", 0.25, ""),
+        ("ünït\tsuite", "", "no_class_no_time", "", "passed", None, ""),
+        ("ünït\tsuite", "c", "fails", "", "failed", 1234.5, "got\t1\nline 1\nline 2 \\ end"),
+    ]
+    assert TestResult.objects.filter(test_key=short_hash("ünït\tsuite", "c", "fails")).count() == 1

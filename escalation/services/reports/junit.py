@@ -307,7 +307,9 @@ class _ResultWriter:
         if connection.vendor == "postgresql":
             self._cursor = connection.cursor()
             columns = ", ".join(self._COLUMNS)
-            self._copy_cm = self._cursor.cursor.copy(f"COPY {TestResult._meta.db_table} ({columns}) FROM STDIN")
+            # Binary: psycopg writes these columns' values with half the CPU the text format's escaping takes.
+            statement = f"COPY {TestResult._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)"
+            self._copy_cm = self._cursor.cursor.copy(statement)
             self.copy = self._copy_cm.__enter__()
             self.copy.set_types(copy_types(TestResult, self._COLUMNS))
             self.add = self._copy_add(self.copy.write_row, self.report_id)
