@@ -386,9 +386,11 @@ def test_each_test_result_is_stored_as_the_report_gives_it(api):
     """The results go in by binary COPY: text with tabs, backslashes and other scripts, missing times and
     attributes come back exactly."""
     body = (
-        '<testsuite name="ünït&#9;suite"><testcase classname="pkg\\Mod" name="test_ß[a\\nb]" file="t/ü.py" time="0.25"/>'
+        '<testsuite name="ünït&#9;suite">'
+        '<testcase classname="pkg\\Mod" name="test_ß[a\\nb]" file="t/ü.py" time="0.25"/>'
         '<testcase name="no_class_no_time"/>'
-        '<testcase classname="c" name="fails" time="1,234.5"><failure message="got&#9;1">line 1\nline 2 \\ end</failure>'
+        '<testcase classname="c" name="fails" time="1,234.5">'
+        '<failure message="got&#9;1">line 1\nline 2 \\ end</failure>'
         "</testcase></testsuite>"
     ).encode()
     ok(upload(api, "junit", body))
