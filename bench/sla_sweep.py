@@ -260,10 +260,10 @@ def load_not_due(state: dict, count: int, now: datetime, rnd: random.Random) -> 
 
 def load_infra(state: dict, now: datetime, rnd: random.Random) -> None:
     """A few open ci_runner failures on runs of their own: causes the clock-pause check looks at, not due."""
-    from escalation.services.config import matrix_snapshot, routing_config
+    from escalation.services.config import routing_config
 
     infra = copies(state, INFRA_OPEN, due=False, now=now, rnd=rnd)
-    snapshot = matrix_snapshot(routing_config().matrix["ci_runner"])
+    snapshot = routing_config().snapshot("ci_runner")
     own_runs = state["runs"][-INFRA_OPEN - 1 : -1]
     for failure, run in zip(infra, own_runs, strict=True):
         failure.failure_type, failure.matrix_snapshot, failure.latest_run_id = "ci_runner", snapshot, run.pk

@@ -41,7 +41,7 @@ class RoutingConfig:
         """The matrix row of this type as a failure freezes it (``matrix_snapshot``), worked out once
         per configuration; each call returns a copy of its own."""
         if failure_type not in self.snapshots:
-            self.snapshots[failure_type] = matrix_snapshot(self.matrix[failure_type])
+            self.snapshots[failure_type] = _matrix_snapshot(self.matrix[failure_type])
         return dict(self.snapshots[failure_type])
 
     def person_for(self, commit_author: str) -> Person | None:
@@ -51,7 +51,7 @@ class RoutingConfig:
         return self.people.get(commit_author.strip().lower())
 
 
-def matrix_snapshot(row: MatrixRow) -> dict:
+def _matrix_snapshot(row: MatrixRow) -> dict:
     """The matrix row frozen into a failure: JSON-safe, durations in seconds."""
     data = model_to_dict(row, exclude=["id"])
     for key in ("sla_budget", "complex_sla_budget", "acknowledge_budget"):

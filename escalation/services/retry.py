@@ -24,7 +24,7 @@ from escalation.choices import INFRASTRUCTURE_TYPES, JobStatus, RetryCondition
 from escalation.models import CIJob, Failure, IngestSource, RetryAdvice
 from escalation.models.failures import OPEN_Q
 from escalation.services.classification import Classification, failure_classify
-from escalation.services.config import RoutingConfig, matrix_snapshot, routing_config
+from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import failure_fingerprint
 from escalation.services.log_text import log_excerpt_clip
 
@@ -163,8 +163,7 @@ def _matrix_row(failure: Failure | None, failure_type: str, config: RoutingConfi
     """The failure's frozen matrix row, else the current one; None when the type has no row."""
     if failure is not None:
         return failure.matrix_snapshot
-    row = config.matrix.get(failure_type)
-    return matrix_snapshot(row) if row is not None else None
+    return config.snapshot(failure_type) if failure_type in config.matrix else None
 
 
 def _decide(*, question: RetryQuestion, failure_type: str, row: dict | None) -> _Verdict:
