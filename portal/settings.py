@@ -65,12 +65,19 @@ DATABASES = {
     "default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"), conn_max_age=0)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["OPTIONS"] = {}
     # django-q2's qcluster forks its processes after Django has opened the database: a psycopg pool
     # would be shared across the fork and break (django-q2/django-q2#209). The worker runs without one.
     if env_bool("PORTAL_DB_POOL", sys.argv[1:2] != ["qcluster"]):
-        DATABASES["default"]["OPTIONS"] = {
-            "pool": {"min_size": 1, "max_size": env_int("PORTAL_DB_POOL_MAX", 20, minimum=1), "timeout": 10}
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 1,
+            "max_size": env_int("PORTAL_DB_POOL_MAX", 20, minimum=1),
+            "timeout": 10,
         }
+    # Django's cursors bind on the client and never prepare; with a threshold set, the statements that
+    # ingestion runs per event (escalation.services.statements.prepared_cursor) prepare on first use.
+    if env_bool("PORTAL_DB_PREPARE", True):
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 1
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One web server and one worker share the file: wait for locks and take them up front.
     DATABASES["default"]["OPTIONS"] = {

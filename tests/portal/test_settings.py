@@ -58,3 +58,13 @@ def test_debug_is_off_and_hosts_are_local_by_default(tmp_path):
     code = "from django.conf import settings; print(settings.DEBUG, settings.ALLOWED_HOSTS)"
     result = manage("shell", "-c", code, env={"PORTAL_VAR_DIR": str(tmp_path)})
     assert result.stdout.strip().splitlines()[-1] == "False ['localhost', '127.0.0.1']", result.stderr
+
+
+@pytest.mark.parametrize(("prepare", "threshold"), [(None, "1"), ("false", "None")])
+def test_prepared_statements_are_on_for_postgresql_unless_turned_off(tmp_path, prepare, threshold):
+    code = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'].get('prepare_threshold'))"
+    env = {"PORTAL_VAR_DIR": str(tmp_path), "DATABASE_URL": "postgres://portal@db.invalid/portal"}
+    if prepare is not None:
+        env["PORTAL_DB_PREPARE"] = prepare
+    result = manage("shell", "-c", code, env=env)
+    assert result.stdout.strip().splitlines()[-1] == threshold, result.stderr

@@ -24,6 +24,7 @@ from escalation.services.statements import (
     insert_many,
     insert_values,
     insert_with_dependants,
+    prepared_cursor,
     unsaved,
 )
 from escalation.services.timeline import timeline_entry, timeline_fields
@@ -194,12 +195,15 @@ def _report_many(
 # What the receipt needs, in the model's field order as Model.from_db reads them (attname = column here).
 _RECUR_RETURNED = {"id", "failure_type", "status", "owner_team_id", "sla_due_at", "occurrence_count", "fingerprint"}
 _RECUR_FIELDS = [f.attname for f in Failure._meta.concrete_fields if f.attname in _RECUR_RETURNED]
+# The open statuses as literals: PostgreSQL proves a partial index's predicate from them, also in the
+# generic plan of a prepared statement (which it cannot from parameters). They are the code's constants.
+_OPEN_LITERALS = ", ".join(f"'{status.value}'" for status in OPEN_STATUSES)
 # One statement counts the occurrence and returns what the receipt needs; the UPDATE takes the
 # row lock itself. Ingestion runs it for every failing event, so it skips the ORM's read-modify-write.
 _RECUR_UPDATE = (
-    "UPDATE escalation_failure SET occurrence_count = occurrence_count + 1,"
+    "UPDATE escalation_failure SET occurrence_count = occurrence_count + 1,"  # noqa: S608 - statuses: the code's constants
     " last_seen_at = CASE WHEN last_seen_at > %s THEN last_seen_at ELSE %s END, latest_run_id = {run}"
-    " WHERE fingerprint = %s AND status IN (%s, %s)"
+    f" WHERE fingerprint = %s AND status IN ({_OPEN_LITERALS})"
 )
 _RECUR_RETURNING = " RETURNING " + ", ".join(_RECUR_FIELDS)
 _RECUR_SQL = _RECUR_UPDATE.format(run="%s") + _RECUR_RETURNING
@@ -208,7 +212,7 @@ _RECUR_SQL = _RECUR_UPDATE.format(run="%s") + _RECUR_RETURNING
 def _recur_params(fingerprint: str, reported: Reported, *run_id: int) -> list:
     """_RECUR_UPDATE's parameters; the run's id among them unless the statement names the run itself."""
     seen_at = connection.ops.adapt_datetimefield_value(reported.seen_at)
-    return [seen_at, seen_at, *run_id, fingerprint, *(status.value for status in OPEN_STATUSES)]
+    return [seen_at, seen_at, *run_id, fingerprint]
 
 
 def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = False) -> Failure | None:
@@ -224,7 +228,7 @@ def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = Fals
         returned = ", ".join(_RECUR_FIELDS)
         sql = f"WITH recurred AS ({sql}), occurrence AS ({insert}) SELECT {returned} FROM recurred"  # noqa: S608 - from _meta
         params += occurrence_params
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return None if row is None else Failure.from_db(connection.alias, _RECUR_FIELDS, row)  # the rest load lazily
@@ -264,7 +268,7 @@ def _recur_or_reserve(
         f" CASE WHEN recurred.id IS NULL AND {stored} THEN {_NEXT_FAILURE_ID} END"
         " FROM (SELECT) AS one LEFT JOIN recurred ON TRUE"
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     chain_stored(stored_with, list(row[: len(stored_with)]))
@@ -283,9 +287,7 @@ def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor:
 
 # The partial unique index's predicate as literals: PostgreSQL picks the arbiter index when it plans the
 # statement, before parameters are bound. The statuses are the code's own constants.
-_ON_OPEN_CONFLICT = "ON CONFLICT (fingerprint) WHERE status IN ({}) DO NOTHING".format(
-    ", ".join(f"'{status.value}'" for status in OPEN_STATUSES)
-)
+_ON_OPEN_CONFLICT = f"ON CONFLICT (fingerprint) WHERE status IN ({_OPEN_LITERALS}) DO NOTHING"
 # The new failure's id, taken before its insert: the audit entry's "after" and the receipt name it.
 _NEXT_FAILURE_ID = "nextval(pg_get_serial_sequence('escalation_failure', 'id'))"
 
