@@ -4,9 +4,12 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from escalation.choices import ChangeSource, FailureStatus, FailureType, Resolution, TriageVerdict
+from escalation.choices import OPEN_STATUSES, ChangeSource, FailureStatus, FailureType, Resolution, TriageVerdict
 
-OPEN_Q = Q(status__in=[FailureStatus.OPEN, FailureStatus.ACKNOWLEDGED])
+OPEN_Q = Q(status__in=OPEN_STATUSES)
+# The same condition in SQL, the statuses as literals: PostgreSQL proves a partial index's predicate
+# from literals, also in the generic plan of a prepared statement, which it cannot from parameters.
+OPEN_SQL = "status IN ({})".format(", ".join(f"'{status.value}'" for status in OPEN_STATUSES))
 
 
 class Failure(models.Model):

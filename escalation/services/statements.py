@@ -144,11 +144,53 @@ def _sources(refs: dict[str, str]) -> str:
     return ", ".join(sorted({ref.split(".")[0] for ref in refs.values()}))
 
 
-def insert_rows(rows: list[models.Model]) -> None:
-    """Insert unsaved rows of any models in one statement (a CTE per row); their keys are not read back."""
+def rows_locked(model: type[models.Model], where: str, params: list) -> list[models.Model]:
+    """The rows ``WHERE <where>`` (SQL over the table's columns, values as parameters) in id order, locked
+    ``FOR UPDATE`` where the database can: the ORM's ``select_for_update().filter()`` as one prepared
+    statement, without compiling the query on every call (every successful CI event asks for its job's
+    open failures). Values go through the fields' converters as the ORM's would."""
+    fields, columns, converters = _loaded(model)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = f"SELECT {columns} FROM {_table_of(model)} WHERE {where} ORDER BY id{lock}"  # noqa: S608 - from _meta
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    found = []
+    for row in rows:
+        values = list(row)
+        for i, expression, functions in converters:
+            for convert in functions:
+                values[i] = convert(values[i], expression, connection)
+        found.append(model.from_db(connection.alias, fields, values))
+    return found
+
+
+@functools.cache
+def _loaded(model: type[models.Model]) -> tuple[list[str], str, list[tuple[int, object, list]]]:
+    """A model's attnames, their quoted columns, and the converters each column's values need."""
+    fields = model._meta.concrete_fields
+    converters = []
+    for i, field in enumerate(fields):
+        expression = field.get_col(model._meta.db_table)
+        functions = connection.ops.get_db_converters(expression) + field.get_db_converters(connection)
+        if functions:
+            converters.append((i, expression, functions))
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    return [f.attname for f in fields], columns, converters
+
+
+def insert_rows(rows: list[models.Model], *, first: tuple[str, list] | None = None) -> None:
+    """Insert unsaved rows of any models in one statement (a CTE per row); their keys are not read back.
+
+    ``first`` (a data-modifying SQL statement and its parameters) runs in the same statement, as its
+    first CTE; the inserts do not see its changes (all CTEs share one snapshot).
+    """
     if not rows:
         return
     parts, params = [], []
+    if first is not None:
+        parts.append(f"first AS ({first[0]})")
+        params.extend(first[1])
     for n, row in enumerate(rows):
         insert, param = _insert_select(row)
         parts.append(f"r{n} AS ({insert})")
@@ -196,7 +238,11 @@ def _fields(model: type[models.Model]) -> list[tuple[models.Field, str, bool]]:
 
 
 def _table(obj: models.Model) -> str:
-    return connection.ops.quote_name(obj._meta.db_table)
+    return _table_of(type(obj))
+
+
+def _table_of(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
 
 
 def conflict_update(model: type[models.Model], *, unique_fields: list[str], update_fields: list[str]) -> str:

@@ -20,6 +20,7 @@ from escalation.services.statements import (
     insert_values,
     next_ids,
     row_json,
+    rows_locked,
     unsaved,
 )
 from tests.factories import report_failure
@@ -158,3 +159,17 @@ def test_next_ids_take_distinct_values_of_the_sequence_that_later_rows_continue(
     assert len(set(ids)) == 50 and next_ids(TimelineEntry, 0) == []
     later = TimelineEntry.objects.create(failure=failure, at=AT, kind=TimelineKind.ESCALATED, actor="t", source="task")
     assert later.pk > max(ids)
+
+
+def test_rows_locked_load_every_field_as_the_orm_does(api):
+    first = report_failure(api)
+    second = report_failure(api, job="another job")
+    tags = ["ünïcode", 'q"uote']
+    Failure.objects.filter(pk=second.pk).update(tags=tags, triage_due_at=AT, is_protected_branch=False)
+    loaded = rows_locked(Failure, "job_name IN (%s, %s)", [first.job_name, second.job_name])
+    assert [f.pk for f in loaded] == sorted([first.pk, second.pk])
+    for row in loaded:
+        assert not row._state.adding
+        assert stored(row) == model_to_dict(row, fields=[f.name for f in Failure._meta.concrete_fields])
+    assert loaded[1].tags == tags and loaded[1].triage_due_at == AT
+    assert rows_locked(Failure, "job_name = %s", ["no such job"]) == []

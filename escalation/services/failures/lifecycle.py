@@ -7,13 +7,13 @@ from django.db import connection, transaction
 from escalation.choices import FailureStatus, FailureType, Resolution, TriageVerdict
 from escalation.exceptions import FailureNotOpen, UnknownFailureType
 from escalation.models import Failure, Person, Repository
-from escalation.models.failures import OPEN_Q, TimelineKind
+from escalation.models.failures import OPEN_Q, OPEN_SQL, TimelineKind
 from escalation.services import routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures.reporting import failure_fingerprint
 from escalation.services.signatures import error_signature
-from escalation.services.statements import insert_rows
+from escalation.services.statements import insert_rows, rows_locked
 from escalation.services.timeline import timeline_add, timeline_add_many, timeline_entry
 from portal.audit import Actor, audit_bulk, audit_entry, audit_record, row_state
 from portal.errors import BadInput, InvalidState, RoleRequired
@@ -27,13 +27,18 @@ def require_permission(actor: Actor, permission: str) -> None:
 
 def failures_recover(*, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime) -> list[int]:
     """The same job passed again: its open failures resolve as recovered."""
-    failures = list(
-        Failure.objects.select_for_update()
-        .filter(OPEN_Q, repository=repository, branch=branch, job_name=job_name)
-        .order_by("id")
-    )
+    failures = rows_locked(Failure, _OPEN_FOR_JOB, [repository.pk, branch, job_name])
     _resolve(failures, resolution=Resolution.RECOVERED, note="the same job passed again", actor=actor, now=now)
     return [f.id for f in failures]
+
+
+# Every successful CI event runs this (statements.rows_locked): the partial index on open jobs serves it.
+_OPEN_FOR_JOB = f"repository_id = %s AND branch = %s AND job_name = %s AND {OPEN_SQL}"
+# A resolution sets the same values on every row (an UPDATE in the statement of its timeline and audit rows).
+_RESOLVE_SQL = (
+    "UPDATE escalation_failure SET status = %s, resolution = %s, resolved_at = %s, resolved_by_id = %s,"
+    " resolution_note = %s WHERE id = ANY(%s)"
+)
 
 
 def failures_acknowledge(*, failure_ids: list[int], actor: Actor, now: datetime, note: str = "") -> int:
@@ -83,27 +88,31 @@ def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, acto
         failure.resolved_by = actor.user
         failure.resolution_note = note
         changes.append((failure, before, row_state(failure)))
-    # Every row gets the same values: one plain UPDATE, not bulk_update's CASE per row.
-    Failure.objects.filter(pk__in=[f.pk for f in failures]).update(
-        status=FailureStatus.RESOLVED,
-        resolution=resolution,
-        resolved_at=now,
-        resolved_by=actor.user,
-        resolution_note=note,
-    )
+    if not failures:
+        return
     label = Resolution(resolution).label
     message = f"Resolved: {label}. {note}".strip()
     if connection.vendor != "postgresql":
+        # Every row gets the same values: one plain UPDATE, not bulk_update's CASE per row.
+        Failure.objects.filter(pk__in=[f.pk for f in failures]).update(
+            status=FailureStatus.RESOLVED,
+            resolution=resolution,
+            resolved_at=now,
+            resolved_by=actor.user,
+            resolution_note=note,
+        )
         timeline_add_many(failures, now, TimelineKind.RESOLVED, actor, message)
         audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
         return
-    # The timeline and audit entries in one statement (a recovery runs on every successful CI event).
+    # The update with its timeline and audit entries in one statement (a recovery runs on CI's successes).
+    update = [FailureStatus.RESOLVED.value, str(resolution), now, actor.user.pk if actor.user else None, note]
     insert_rows(
         [timeline_entry(failure, now, TimelineKind.RESOLVED, actor, message) for failure in failures]
         + [
             audit_entry(actor=actor, action=AuditAction.UPDATE, obj=f, at=now, before=before, after=after, reason=note)
             for f, before, after in changes
-        ]
+        ],
+        first=(_RESOLVE_SQL, [*update, [f.pk for f in failures]]),
     )
 
 

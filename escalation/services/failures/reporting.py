@@ -6,9 +6,8 @@ from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
 
-from escalation.choices import OPEN_STATUSES
 from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
-from escalation.models.failures import OPEN_Q, TimelineKind
+from escalation.models.failures import OPEN_Q, OPEN_SQL, TimelineKind
 from escalation.services import escalation, routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig
@@ -195,15 +194,12 @@ def _report_many(
 # What the receipt needs, in the model's field order as Model.from_db reads them (attname = column here).
 _RECUR_RETURNED = {"id", "failure_type", "status", "owner_team_id", "sla_due_at", "occurrence_count", "fingerprint"}
 _RECUR_FIELDS = [f.attname for f in Failure._meta.concrete_fields if f.attname in _RECUR_RETURNED]
-# The open statuses as literals: PostgreSQL proves a partial index's predicate from them, also in the
-# generic plan of a prepared statement (which it cannot from parameters). They are the code's constants.
-_OPEN_LITERALS = ", ".join(f"'{status.value}'" for status in OPEN_STATUSES)
 # One statement counts the occurrence and returns what the receipt needs; the UPDATE takes the
 # row lock itself. Ingestion runs it for every failing event, so it skips the ORM's read-modify-write.
 _RECUR_UPDATE = (
     "UPDATE escalation_failure SET occurrence_count = occurrence_count + 1,"  # noqa: S608 - statuses: the code's constants
     " last_seen_at = CASE WHEN last_seen_at > %s THEN last_seen_at ELSE %s END, latest_run_id = {run}"
-    f" WHERE fingerprint = %s AND status IN ({_OPEN_LITERALS})"
+    f" WHERE fingerprint = %s AND {OPEN_SQL}"
 )
 _RECUR_RETURNING = " RETURNING " + ", ".join(_RECUR_FIELDS)
 _RECUR_SQL = _RECUR_UPDATE.format(run="%s") + _RECUR_RETURNING
@@ -287,7 +283,7 @@ def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor:
 
 # The partial unique index's predicate as literals: PostgreSQL picks the arbiter index when it plans the
 # statement, before parameters are bound. The statuses are the code's own constants.
-_ON_OPEN_CONFLICT = f"ON CONFLICT (fingerprint) WHERE status IN ({_OPEN_LITERALS}) DO NOTHING"
+_ON_OPEN_CONFLICT = f"ON CONFLICT (fingerprint) WHERE {OPEN_SQL} DO NOTHING"
 # The new failure's id, taken before its insert: the audit entry's "after" and the receipt name it.
 _NEXT_FAILURE_ID = "nextval(pg_get_serial_sequence('escalation_failure', 'id'))"
 
