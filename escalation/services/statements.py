@@ -16,7 +16,7 @@ import json
 import uuid
 from collections.abc import Iterable
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.backends.postgresql.base import ServerBindingCursor
 from django.db.backends.utils import CursorWrapper
 from django.db.models.base import ModelState
@@ -44,12 +44,12 @@ def prepared_cursor() -> CursorWrapper:
     them as literals. ``PORTAL_DB_PREPARE=0`` (a pooler that drops prepared statements) binds on the
     server without preparing. Elsewhere an ordinary cursor.
     """
-    if connection.vendor != "postgresql":
-        return connection.cursor()
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        cursor = _PreparingCursor(connection.connection)
-    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
+        return db.cursor()
+    db.ensure_connection()
+    cursor = _PreparingCursor(db.connection)
+    return db.make_debug_cursor(cursor) if db.queries_logged else db.make_cursor(cursor)
 
 
 class JsonText(str):
@@ -115,29 +115,26 @@ def row_json(obj: models.Model) -> str:
     return json_text(values, default=_json_default)
 
 
-def row_select(obj: models.Model, *, refs: dict[str, str] | None = None) -> tuple[str, str, str]:
-    """The columns, ``SELECT`` list and JSON parameter of one unsaved row, read back from the alias ``r``.
+def _insert_select(obj: models.Model, refs: dict[str, str] | None = None, sources: str = "") -> tuple[str, str]:
+    """``INSERT INTO <table> (...) SELECT ... FROM jsonb_populate_record(...) r [, sources]`` and its parameter.
 
-    ``refs`` gives SQL expressions for some fields (by attname) in place of the row's values.
+    ``refs`` gives SQL expressions for some fields (by attname) in place of the row's values; a missing
+    auto key is left to the table's default.
     """
-    columns, selected = _select_lists(type(obj), obj.pk is not None, tuple(sorted((refs or {}).items())))
-    return columns, selected, row_json(obj)
+    refs_key = tuple(sorted(refs.items())) if refs else ()
+    return _insert_text(type(obj), obj.pk is not None, refs_key, sources), row_json(obj)
 
 
 @functools.cache
-def _select_lists(model: type[models.Model], with_key: bool, refs: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+def _insert_text(model: type[models.Model], with_key: bool, refs: tuple[tuple[str, str], ...], sources: str) -> str:
+    """The statement text depends only on these, so it is built once per process."""
     quote, by_attname = connection.ops.quote_name, dict(refs)
     fields = [f for f in model._meta.concrete_fields if with_key or not f.primary_key]
-    selected = [by_attname.get(f.attname, f"r.{quote(f.column)}") for f in fields]
-    return ", ".join(quote(f.column) for f in fields), ", ".join(selected)
-
-
-def _insert_select(obj: models.Model, refs: dict[str, str] | None = None, sources: str = "") -> tuple[str, str]:
-    """``INSERT INTO <table> (...) SELECT ... FROM jsonb_populate_record(...) r [, sources]`` and its parameter."""
-    columns, selected, param = row_select(obj, refs=refs)
-    table = _table(obj)
+    columns = ", ".join(quote(f.column) for f in fields)
+    selected = ", ".join(by_attname.get(f.attname, f"r.{quote(f.column)}") for f in fields)
+    table = _table_of(model)
     source = f"jsonb_populate_record(NULL::{table}, %s::jsonb) r" + (f", {sources}" if sources else "")
-    return f"INSERT INTO {table} ({columns}) SELECT {selected} FROM {source}", param  # noqa: S608 - from _meta
+    return f"INSERT INTO {table} ({columns}) SELECT {selected} FROM {source}"  # noqa: S608 - from _meta
 
 
 def _sources(refs: dict[str, str]) -> str:

@@ -219,7 +219,7 @@ def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = Fals
         return rows[0] if rows else None
     sql = _RECUR_SQL
     if with_occurrence:
-        occurrence = FailureOccurrence(event=reported.event, seen_at=reported.seen_at)
+        occurrence = unsaved(FailureOccurrence, event=reported.event, seen_at=reported.seen_at)
         insert, occurrence_params = insert_from(occurrence, refs={"failure_id": "recurred.id"})
         returned = ", ".join(_RECUR_FIELDS)
         sql = f"WITH recurred AS ({sql}), occurrence AS ({insert}) SELECT {returned} FROM recurred"  # noqa: S608 - from _meta
@@ -250,7 +250,7 @@ def _recur_or_reserve(
         stored, run, refs = "TRUE", "%s", {"failure_id": "recurred.id"}
     recur_params = _recur_params(fingerprint, reported, *([] if stored_with else [reported.run.pk]))
     occurrence, occurrence_params = insert_from(
-        FailureOccurrence(event=reported.event, seen_at=reported.seen_at), refs=refs
+        unsaved(FailureOccurrence, event=reported.event, seen_at=reported.seen_at), refs=refs
     )
     parts += [
         f"recurred AS ({_RECUR_UPDATE.format(run=run)} AND {stored}{_RECUR_RETURNING})",
@@ -301,7 +301,7 @@ def _open_in_one_statement(
     )
     failure.pk = failure_id
     dependants = [
-        FailureOccurrence(failure=failure, event=reported.event, seen_at=reported.seen_at),
+        unsaved(FailureOccurrence, failure=failure, event=reported.event, seen_at=reported.seen_at),
         timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data),
         audit_entry(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure)),
     ]
