@@ -37,7 +37,7 @@ class LimitedJSONParser(JSONParser):
             raise ParseError("malformed JSON: nested too deeply") from None
         except ValueError as exc:
             raise ParseError(f"malformed JSON: {exc}") from None
-        if _has_nul(data):
+        if "\\u0000" in text and _has_nul(data):  # JSON writes a NUL only as this escape (raw ones are refused)
             raise NulByte("a value contains a NUL character (\\u0000)")
         if not suspect:
             return data

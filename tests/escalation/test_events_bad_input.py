@@ -7,6 +7,7 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
+from escalation.api.serializers import EventInputSerializer
 from escalation.choices import Scope
 from escalation.models import CIEvent, CIJob, CIRun, Failure, IngestSource, Repository
 from escalation.services.sources import source_create
@@ -265,3 +266,13 @@ def test_get_on_the_events_endpoint_answers_405(api, nothing_stored):
     assert "POST" in response["Allow"]
     assert body["detail"]
     assert nothing_stored()
+
+
+@pytest.mark.parametrize("field", ["job", "log_excerpt"])
+def test_a_lone_surrogate_that_reaches_a_text_field_is_refused_with_drfs_message(field):
+    """The body parser refuses or replaces undecodable text first; the field still refuses a lone surrogate
+    that another parser lets through, with DRF's own message."""
+    serializer = EventInputSerializer(data={**EVENT, field: "before \ud800 after"})
+    assert not serializer.is_valid()
+    assert serializer.errors[field] == ["Surrogate characters are not allowed: U+D800."]
+    assert serializer.errors[field][0].code == "surrogate_characters_not_allowed"
