@@ -30,7 +30,7 @@ from portal.json_text import json_text
 class _PreparingCursor(ServerBindingCursor):
     """Binds parameters on the server and prepares each statement on its first run on the connection."""
 
-    def execute(self, query, params=None, *, prepare=None, binary=None):  # noqa: ANN001, ANN201 - psycopg's signature
+    def execute(self, query, params=None, *, prepare=None, binary=None):
         return super().execute(query, params, prepare=True, binary=binary)
 
 
