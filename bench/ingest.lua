@@ -3,9 +3,12 @@
 -- Arguments (after "--" on wrk's command line): the bearer token, and a tag that keeps run ids and
 -- job names unique across the wrk runs of one benchmark (warm-up, bare, ingestion).
 --
--- ~60 % new failures: a repository/branch/job combination not reported before, so a failure opens.
--- ~25 % repeats: an earlier failure's repository, branch and job with a new run id: an occurrence.
--- ~15 % successes: an earlier failure's job passing again: the failure resolves as recovered.
+-- The mix (a third argument "new,repeat,recovery,pass" in percent; bench/ingest.py --mix, default
+-- 60,25,15,0):
+-- new failures: a repository/branch/job combination not reported before, so a failure opens;
+-- repeats: an earlier failure's repository, branch and job with a new run id: an occurrence;
+-- recoveries: an earlier failure's job passing again: the failure resolves as recovered;
+-- passes: a job with no open failure passing, what most CI events are.
 -- Repeats and successes pick among this thread's earlier failures, leaving out the most recent ones,
 -- which may still be in flight on another connection.
 
@@ -18,7 +21,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local NEW, REPEAT = 0.60, 0.85 -- cumulative shares: new failures, then repeats, then successes
+local NEW, REPEAT, RECOVERY = 0.60, 0.85, 1.0 -- cumulative shares: new failures, repeats, recoveries (init)
 local IN_FLIGHT = 32
 
 local REPOSITORIES = {
@@ -152,9 +155,13 @@ local open = {} -- failures this thread reported and has not seen pass again
 function init(args)
   token = args[1] or ""
   tag = args[2] or "run"
+  local new, repeats, recoveries = (args[3] or "60,25,15,0"):match("^(%d+),(%d+),(%d+),%d+$")
+  NEW = tonumber(new) / 100
+  REPEAT = NEW + tonumber(repeats) / 100
+  RECOVERY = REPEAT + tonumber(recoveries) / 100
   math.randomseed(os.time() + 7919 * (tid + 1))
   headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
-  n_new, n_repeat, n_success = 0, 0, 0
+  n_new, n_repeat, n_success, n_pass = 0, 0, 0, 0
 end
 
 local function new_failure()
@@ -217,7 +224,11 @@ function request()
   local r = math.random()
   local eligible = #open - IN_FLIGHT
   local f, status
-  if r < NEW or eligible < 1 then
+  if r >= RECOVERY then
+    f = new_failure() -- a job not reported before, passing
+    status = "success"
+    n_pass = n_pass + 1
+  elseif r < NEW or eligible < 1 then
     f = new_failure()
     table.insert(open, f)
     status = "failure"
@@ -238,13 +249,14 @@ function request()
 end
 
 function done(summary, latency, requests)
-  local new, repeats, successes = 0, 0, 0
+  local new, repeats, recoveries, passes = 0, 0, 0, 0
   for _, thread in ipairs(threads) do
     new = new + thread:get("n_new")
     repeats = repeats + thread:get("n_repeat")
-    successes = successes + thread:get("n_success")
+    recoveries = recoveries + thread:get("n_success")
+    passes = passes + thread:get("n_pass")
   end
-  io.write(string.format("Generated mix: new=%d repeat=%d success=%d\n", new, repeats, successes))
+  io.write(string.format("Generated mix: new=%d repeat=%d recovery=%d pass=%d\n", new, repeats, recoveries, passes))
   -- The latency at the middle of each thousandth of the requests, so that runs can be added up (wrk
   -- 4.1 gives a script percentiles, not its histogram).
   local quantiles = {}
