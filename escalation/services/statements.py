@@ -176,6 +176,20 @@ def _loaded(model: type[models.Model]) -> tuple[list[str], str, list[tuple[int, 
     return [f.attname for f in fields], columns, converters
 
 
+def update_by_ids(model: type[models.Model], values: dict[str, object], ids: list[int]) -> tuple[str, list]:
+    """``UPDATE`` setting the same ``values`` (by attname) on the rows with these ids, and its parameters:
+    the ORM's ``filter(pk__in=ids).update(**values)`` as a statement to run within a longer one."""
+    params = [value.value if isinstance(value, enum.Enum) else value for value in values.values()]
+    return _update_text(model, tuple(values)), [*params, ids]
+
+
+@functools.cache
+def _update_text(model: type[models.Model], attnames: tuple[str, ...]) -> str:
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    assignments = ", ".join(f"{connection.ops.quote_name(by_attname[name].column)} = %s" for name in attnames)
+    return f"UPDATE {_table_of(model)} SET {assignments} WHERE id = ANY(%s)"  # noqa: S608 - from _meta
+
+
 def insert_rows(rows: list[models.Model], *, first: tuple[str, list] | None = None) -> None:
     """Insert unsaved rows of any models in one statement (a CTE per row); their keys are not read back.
 

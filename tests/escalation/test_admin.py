@@ -455,3 +455,21 @@ def test_the_failure_changelist_with_30_failures_uses_a_bounded_number_of_querie
 
     assert response.status_code == 200
     assert len(response.context["cl"].result_list) == 30
+
+
+def test_a_resolution_stores_who_resolved_it_with_its_values_and_audits_them(api, qa_analyst):
+    failure = report(api)
+    now = timezone.now()
+    failures_resolve(
+        failure_ids=[failure.pk],
+        resolution=Resolution.FIXED,
+        actor=Actor.of_user(qa_analyst, ChangeSource.ADMIN),
+        now=now,
+        note="fixed in #42",
+    )
+    failure.refresh_from_db()
+    assert (failure.status, failure.resolution, failure.resolved_at) == (FailureStatus.RESOLVED, "fixed", now)
+    assert (failure.resolved_by, failure.resolution_note) == (qa_analyst, "fixed in #42")
+    entry = AuditEntry.objects.get(object_id=str(failure.pk), action="update")
+    assert (entry.before["status"], entry.after["status"]) == ("open", "resolved")
+    assert (entry.after["resolved_by"], entry.actor) == (qa_analyst.pk, qa_analyst)

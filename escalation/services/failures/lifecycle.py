@@ -13,7 +13,7 @@ from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures.reporting import failure_fingerprint
 from escalation.services.signatures import error_signature
-from escalation.services.statements import insert_rows, rows_locked
+from escalation.services.statements import insert_rows, rows_locked, update_by_ids
 from escalation.services.timeline import timeline_add, timeline_add_many, timeline_entry
 from portal.audit import Actor, audit_bulk, audit_entry, audit_record, row_state
 from portal.errors import BadInput, InvalidState, RoleRequired
@@ -34,11 +34,6 @@ def failures_recover(*, repository: Repository, branch: str, job_name: str, acto
 
 # Every successful CI event runs this (statements.rows_locked): the partial index on open jobs serves it.
 _OPEN_FOR_JOB = f"repository_id = %s AND branch = %s AND job_name = %s AND {OPEN_SQL}"
-# A resolution sets the same values on every row (an UPDATE in the statement of its timeline and audit rows).
-_RESOLVE_SQL = (
-    "UPDATE escalation_failure SET status = %s, resolution = %s, resolved_at = %s, resolved_by_id = %s,"
-    " resolution_note = %s WHERE id = ANY(%s)"
-)
 
 
 def failures_acknowledge(*, failure_ids: list[int], actor: Actor, now: datetime, note: str = "") -> int:
@@ -79,40 +74,38 @@ def failures_resolve(
 
 
 def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, actor: Actor, now: datetime) -> None:
+    if not failures:
+        return
+    # Every row gets the same values (one plain UPDATE, not bulk_update's CASE per row).
+    resolved = {
+        "status": FailureStatus.RESOLVED,
+        "resolution": resolution,
+        "resolved_at": now,
+        "resolved_by_id": None if actor.user is None else actor.user.pk,
+        "resolution_note": note,
+    }
     changes = []
     for failure in failures:
         before = row_state(failure)
-        failure.status = FailureStatus.RESOLVED
-        failure.resolution = resolution
-        failure.resolved_at = now
-        failure.resolved_by = actor.user
-        failure.resolution_note = note
+        for attname, value in resolved.items():
+            setattr(failure, attname, value)
         changes.append((failure, before, row_state(failure)))
-    if not failures:
-        return
+    ids = [f.pk for f in failures]
     label = Resolution(resolution).label
     message = f"Resolved: {label}. {note}".strip()
     if connection.vendor != "postgresql":
-        # Every row gets the same values: one plain UPDATE, not bulk_update's CASE per row.
-        Failure.objects.filter(pk__in=[f.pk for f in failures]).update(
-            status=FailureStatus.RESOLVED,
-            resolution=resolution,
-            resolved_at=now,
-            resolved_by=actor.user,
-            resolution_note=note,
-        )
+        Failure.objects.filter(pk__in=ids).update(**resolved)
         timeline_add_many(failures, now, TimelineKind.RESOLVED, actor, message)
         audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
         return
     # The update with its timeline and audit entries in one statement (a recovery runs on CI's successes).
-    update = [FailureStatus.RESOLVED.value, str(resolution), now, actor.user.pk if actor.user else None, note]
     insert_rows(
         [timeline_entry(failure, now, TimelineKind.RESOLVED, actor, message) for failure in failures]
         + [
             audit_entry(actor=actor, action=AuditAction.UPDATE, obj=f, at=now, before=before, after=after, reason=note)
             for f, before, after in changes
         ],
-        first=(_RESOLVE_SQL, [*update, [f.pk for f in failures]]),
+        first=update_by_ids(Failure, resolved, ids),
     )
 
 
