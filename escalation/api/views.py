@@ -14,7 +14,7 @@ from escalation.api.serializers import (
 )
 from escalation.choices import FailureType, Scope
 from escalation.selectors import failure_detail, failures_list
-from escalation.services.ingestion import EventInput, event_ingest
+from escalation.services.ingestion import EventInput, IngestResult, event_ingest
 
 
 class EventView(APIView):
@@ -38,24 +38,32 @@ class EventView(APIView):
         serializer.is_valid(raise_exception=True)
         data = EventInput(**serializer.validated_data)
         result = event_ingest(ingest_source=request.user, data=data, now=timezone.now())
-        failure = result.failure
-        warnings = []
-        if data.type and data.type not in FailureType.values:
-            warnings.append(f"type hint {data.type!r} is not a failure type; classified by the rules")
-        receipt = {
-            "event_id": result.event.id,
-            "duplicate": not result.created,
-            "id": failure.id if failure else None,
-            "type": failure.failure_type if failure else None,
-            "owner": failure.owner_team.name if failure and failure.owner_team else None,
-            "sla_due_at": failure.sla_due_at if failure else None,
-            "status": failure.status if failure else None,
-            "occurrences": failure.occurrence_count if failure else None,
-            "recovered": result.recovered_ids,
-            "warnings": warnings,
-        }
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        return Response(EventReceiptSerializer(receipt).data, status=code)
+        return Response(event_receipt(result, data), status=code)
+
+
+def event_receipt(result: IngestResult, data: EventInput) -> dict:
+    """The answer to an event, as EventReceiptSerializer (the schema) represents it.
+
+    Built as plain values, which the JSON renderer writes as the serializer would (datetimes in ISO 8601
+    with Z): serializing it cost a twentieth of an event's CPU on the busiest endpoint.
+    """
+    failure = result.failure
+    warnings = []
+    if data.type and data.type not in FailureType.values:
+        warnings.append(f"type hint {data.type!r} is not a failure type; classified by the rules")
+    return {
+        "event_id": result.event.id,
+        "duplicate": not result.created,
+        "id": failure.id if failure else None,
+        "type": str(failure.failure_type) if failure else None,
+        "owner": failure.owner_team.name if failure and failure.owner_team else None,
+        "sla_due_at": failure.sla_due_at if failure else None,
+        "status": str(failure.status) if failure else None,
+        "occurrences": failure.occurrence_count if failure else None,
+        "recovered": result.recovered_ids,
+        "warnings": warnings,
+    }
 
 
 class FailureViewSet(viewsets.ReadOnlyModelViewSet):
