@@ -4,15 +4,26 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from escalation.choices import JobStatus
 from escalation.models import CIEvent, CIJob, CIRun, Failure, IngestSource, Repository
 from escalation.services.classification import Classification, failure_classify
 from escalation.services.config import RoutingConfig, routing_config
-from escalation.services.failures import Reported, failure_report, failures_recover
+from escalation.services.failures import OPEN_FOR_JOB, Reported, failure_report, failures_recover
 from escalation.services.log_text import log_excerpt_clip
-from escalation.services.statements import Step, conflict_update, insert_chain, unsaved
+from escalation.services.statements import (
+    Step,
+    chain_ids,
+    chain_parts,
+    chain_stored,
+    conflict_update,
+    insert_chain,
+    prepared_cursor,
+    statement_alone,
+    unsaved,
+    violated_constraint,
+)
 from portal.audit import Actor
 
 
@@ -63,24 +74,42 @@ class _Duplicate(Exception):
 def event_ingest(*, ingest_source: IngestSource, data: EventInput, now: datetime) -> IngestResult:
     """Store the event once; a failure opens or recurs, a success recovers the job's open failures.
 
-    The whole event commits in one transaction or not at all. A second delivery with the same
-    idempotency key (or natural key) stores nothing and returns the first delivery's result.
+    The event is stored whole or not at all. On PostgreSQL that takes one statement for a pass or a
+    recurrence and two for a new failure, each its own transaction when the caller has none (see
+    failures.reporting._report_with_event); a recovery runs in a transaction. A second delivery with the
+    same idempotency key (or natural key) stores nothing and returns the first delivery's result.
     """
     key = _stored_key(data.idempotency_key or data.natural_key())
     try:
         return _ingest(ingest_source=ingest_source, data=data, key=key, now=now)
     except _Duplicate:
-        event = CIEvent.objects.select_related("occurrence__failure").get(source=ingest_source, idempotency_key=key)
+        event = CIEvent.objects.select_related("occurrence__failure__owner_team").get(
+            source=ingest_source, idempotency_key=key
+        )
         occurrence = getattr(event, "occurrence", None)
         return IngestResult(False, event, occurrence.failure if occurrence else None, [])
 
 
-@transaction.atomic
 def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: datetime) -> IngestResult:
     config = routing_config()
+    repository = _known_repository(config, data.repository)
+    if repository is not None and connection.vendor == "postgresql":
+        return _ingest_rows(config, repository, ingest_source, data, key, now)
+    with transaction.atomic():  # a repository created for this event is stored with it or not at all
+        repository = repository or repository_for(config, data.repository)
+        return _ingest_rows(config, repository, ingest_source, data, key, now)
+
+
+def _ingest_rows(
+    config: RoutingConfig,
+    repository: Repository,
+    ingest_source: IngestSource,
+    data: EventInput,
+    key: str,
+    now: datetime,
+) -> IngestResult:
     actor = Actor.of_source(ingest_source)
     seen_at = min(data.finished_at or now, now)
-    repository = repository_for(config, data.repository)
     run = _new_run(ingest_source, repository, data)
     job = _new_job(run, data, seen_at)
     event = unsaved(
@@ -96,24 +125,71 @@ def _ingest(*, ingest_source: IngestSource, data: EventInput, key: str, now: dat
         received_at=now,
     )
     if data.status == JobStatus.SUCCESS:
-        if not _store(run, job, event):
-            raise _Duplicate
-        recovered = failures_recover(repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now)
+        if connection.vendor == "postgresql" and _store_if_nothing_open(run, job, event, data):
+            return IngestResult(True, event, None, [])
+        with transaction.atomic():
+            if not _store(run, job, event):
+                raise _Duplicate
+            recovered = failures_recover(
+                repository=repository, branch=data.branch, job_name=data.job, actor=actor, now=now
+            )
         return IngestResult(True, event, None, recovered)
 
-    classification = event_classify(config=config, data=data)
-    reported = Reported(repository, run, event, data.job, seen_at, classification)
-    if connection.vendor == "postgresql":  # the event's rows go in with its occurrence, in one statement
+    reported = Reported(repository, run, event, data.job, seen_at, event_classify(config=config, data=data))
+    if connection.vendor == "postgresql":  # the event's rows go in with its occurrence or its new failure
         answer = failure_report(
-            config=config, reported=reported, actor=actor, now=now, stored_with=_store_steps(run, job, event)
+            config=config,
+            reported=reported,
+            actor=actor,
+            now=now,
+            stored_with=_store_steps(run, job, event, event_conflict=""),
+            store_if=_not_stored(event),
         )
-    elif _store(run, job, event):
+    elif _store(run, job, event):  # in _ingest's transaction
         answer = failure_report(config=config, reported=reported, actor=actor, now=now)
     else:
         answer = None
     if answer is None:
         raise _Duplicate
     return IngestResult(True, event, answer[0], [])
+
+
+def _not_stored(event: CIEvent) -> tuple[str, list]:
+    """The SQL condition that no event with this one's key is stored: a later delivery of a stored event
+    stores nothing and fails nothing. (A concurrent delivery makes the insert fail on the unique key.)"""
+    return (
+        "NOT EXISTS (SELECT 1 FROM escalation_cievent WHERE source_id = %s AND idempotency_key = %s)",
+        [event.source_id, event.idempotency_key],
+    )
+
+
+def _store_if_nothing_open(run: CIRun, job: CIJob, event: CIEvent, data: EventInput) -> bool:
+    """PostgreSQL, one statement and no transaction around it: store a success's rows if its job has no open
+    failure, which is what most CI events are. False: the job has open failures, stored nothing."""
+    steps = _store_steps(run, job, event, event_conflict="")
+    duplicate, duplicate_params = _not_stored(event)
+    chain, chain_params = chain_parts(steps, gate="gate")
+    sql = (
+        f"WITH open_failure AS (SELECT 1 FROM escalation_failure WHERE {OPEN_FOR_JOB} LIMIT 1),"  # noqa: S608
+        f" gate AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM open_failure) AND {duplicate}), "
+        + ", ".join(chain)
+        + f" SELECT {chain_ids(steps)}, EXISTS (SELECT 1 FROM open_failure)"  # noqa: S608 - from _meta
+    )
+    params = [run.repository_id, data.branch, data.job, *duplicate_params, *chain_params]
+    try:
+        with statement_alone(), prepared_cursor() as cursor:
+            cursor.execute(sql, params)
+            *ids, anything_open = cursor.fetchone()
+    except IntegrityError as error:
+        if violated_constraint(error) == "event_idempotency_key":  # a concurrent delivery stored it first
+            raise _Duplicate from error
+        raise
+    if ids[-1] is not None:
+        chain_stored(steps, ids)
+        return True
+    if anything_open:
+        return False
+    raise _Duplicate
 
 
 _INSERT_EVENT_SQL = (
@@ -163,6 +239,16 @@ def event_classify(*, config: RoutingConfig, data: EventInput) -> Classification
     )
 
 
+def _known_repository(config: RoutingConfig, name: str) -> Repository | None:
+    """The repository by name if it is stored (then cached with the configuration)."""
+    repository = config.repositories.get(name)
+    if repository is None:
+        repository = Repository.objects.filter(name=name).first()
+        if repository is not None:
+            config.repositories[name] = repository
+    return repository
+
+
 def repository_for(config: RoutingConfig, name: str) -> Repository:
     """The repository by name, created with the default branch policy on first report."""
     repository = config.repositories.get(name)
@@ -195,14 +281,18 @@ def _store(run: CIRun, job: CIJob, event: CIEvent) -> bool:
     return event.pk is not None
 
 
-def _store_steps(run: CIRun, job: CIJob, event: CIEvent) -> list[Step]:
-    """PostgreSQL: the run and job upserts and the event insert, as one chain of CTEs."""
+_EVENT_ONCE = "ON CONFLICT (source_id, idempotency_key) DO NOTHING"
+
+
+def _store_steps(run: CIRun, job: CIJob, event: CIEvent, *, event_conflict: str = _EVENT_ONCE) -> list[Step]:
+    """PostgreSQL: the run and job upserts and the event insert, as one chain of CTEs. ``event_conflict=""``:
+    a stored key fails the statement (which stores nothing of it) instead of leaving the event out."""
     run_conflict = conflict_update(CIRun, unique_fields=_RUN_KEY, update_fields=_RUN_UPDATED)
     job_conflict = conflict_update(CIJob, unique_fields=_JOB_KEY, update_fields=_JOB_UPDATED)
     return [
         ("run", run, {}, run_conflict),
         ("job", job, {"run_id": "run.id"}, job_conflict),
-        ("event", event, {"job_id": "job.id"}, "ON CONFLICT (source_id, idempotency_key) DO NOTHING"),
+        ("event", event, {"job_id": "job.id"}, event_conflict),
     ]
 
 

@@ -8,15 +8,17 @@ a model is stored here without touching this code. Identifiers come from the mod
 parameters.
 """
 
+import contextlib
 import datetime
 import decimal
 import enum
 import functools
 import json
+import re
 import uuid
 from collections.abc import Iterable
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
 from django.db.backends.postgresql.base import ServerBindingCursor
 from django.db.backends.utils import CursorWrapper
 from django.db.models.base import ModelState
@@ -50,6 +52,19 @@ def prepared_cursor() -> CursorWrapper:
     db.ensure_connection()
     cursor = _PreparingCursor(db.connection)
     return db.make_debug_cursor(cursor) if db.queries_logged else db.make_cursor(cursor)
+
+
+def statement_alone() -> contextlib.AbstractContextManager:
+    """Around one statement that may fail as a whole (a unique violation that the caller handles): nothing
+    when the connection is in autocommit, where the statement is its own transaction; a savepoint inside
+    a caller's transaction, which its failure then leaves usable."""
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+
+
+def violated_constraint(error: IntegrityError) -> str | None:
+    """The name of the constraint an IntegrityError from PostgreSQL violated."""
+    diag = getattr(error.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None)
 
 
 class JsonText(str):
@@ -137,8 +152,13 @@ def _insert_text(model: type[models.Model], with_key: bool, refs: tuple[tuple[st
     return f"INSERT INTO {table} ({columns}) SELECT {selected} FROM {source}"  # noqa: S608 - from _meta
 
 
+# An earlier CTE's id in a ref: "run.id", or within an expression.
+_CTE_ID = re.compile(r"\b([a-z_][a-z0-9_]*)\.id\b")
+
+
 def _sources(refs: dict[str, str]) -> str:
-    return ", ".join(sorted({ref.split(".")[0] for ref in refs.values()}))
+    """The CTEs the refs read, for the FROM list: a row is inserted once per row they returned."""
+    return ", ".join(sorted({alias for ref in refs.values() for alias in _CTE_ID.findall(ref)}))
 
 
 def rows_locked(model: type[models.Model], where: str, params: list) -> list[models.Model]:
@@ -270,8 +290,10 @@ Step = tuple[str, models.Model, dict[str, str], str]
 def insert_chain(steps: list[Step]) -> list[int | None]:
     """Insert rows that refer to the rows before them in one statement; the ids, None where nothing was stored.
 
-    Each step is (alias, unsaved row, {attname: "<earlier alias>.id"}, ``ON CONFLICT`` clause). A step
-    that refers to an earlier one stores nothing when that one stored nothing. The rows take their ids.
+    Each step is (alias, unsaved row, refs, ``ON CONFLICT`` clause); refs give SQL for some fields (by
+    attname) that reads earlier ids: ``"<earlier alias>.id"``, which the row then takes as its value, or an
+    expression over them and the row's own values (``r.<column>``). A step that refers to an earlier one
+    stores nothing when that one stored nothing. The rows take their ids.
     """
     parts, params = chain_parts(steps)
     with prepared_cursor() as cursor:
@@ -281,11 +303,16 @@ def insert_chain(steps: list[Step]) -> list[int | None]:
     return ids
 
 
-def chain_parts(steps: list[Step]) -> tuple[list[str], list]:
-    """The CTEs of ``insert_chain`` (each returning its row's id) and their parameters, for a longer statement."""
+def chain_parts(steps: list[Step], *, gate: str = "") -> tuple[list[str], list]:
+    """The CTEs of ``insert_chain`` (each returning its row's id) and their parameters, for a longer statement.
+
+    ``gate`` names an earlier CTE of that statement: the first step selects from it too, so the chain
+    stores nothing when it returned no row.
+    """
     parts, params = [], []
-    for alias, row, refs, on_conflict in steps:
-        insert, param = _insert_select(row, refs, _sources(refs))
+    for n, (alias, row, refs, on_conflict) in enumerate(steps):
+        sources = ", ".join(filter(None, [_sources(refs), gate if n == 0 else ""]))
+        insert, param = _insert_select(row, refs, sources)
         parts.append(f"{alias} AS ({insert} {on_conflict} RETURNING id)")
         params.append(param)
     return parts, params
@@ -298,11 +325,12 @@ def chain_ids(steps: list[Step]) -> str:
 
 def chain_stored(steps: list[Step], ids: list[int | None]) -> None:
     """The chain's rows take their ids (None: not stored) and the ids of the rows they refer to."""
-    by_alias = {alias: pk for (alias, *_), pk in zip(steps, ids, strict=True)}
+    by_alias = {f"{alias}.id": pk for (alias, *_), pk in zip(steps, ids, strict=True)}
     for (_, row, refs, _), pk in zip(steps, ids, strict=True):
         row.pk = pk
         for attname, ref in refs.items():
-            setattr(row, attname, by_alias[ref.split(".")[0]])
+            if ref in by_alias:  # an expression's value is not known here
+                setattr(row, attname, by_alias[ref])
         if pk is not None:
             row._state.adding, row._state.db = False, connection.alias
 

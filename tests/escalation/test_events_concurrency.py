@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from escalation.choices import FailureStatus
-from escalation.models import CIEvent, Failure, FailureOccurrence, Repository, TimelineEntry
+from escalation.models import CIEvent, CIJob, Failure, FailureOccurrence, Repository, TimelineEntry
 from escalation.services.sources import source_create
 from portal.audit import Actor
 from tests.concurrency import run_together
@@ -81,9 +81,17 @@ def test_one_failure_reported_at_once_from_two_connections_is_one_failure_with_t
 
 @pytest.mark.parametrize("connections", [2, 4])
 def test_one_idempotency_key_posted_at_once_is_stored_once(token, connections):
+    """Rounds of three kinds: a repository first seen (one transaction per event), and a known one with
+    nothing open (the loser's second statement fails on the key) or with the failure open (its first)."""
     for round_ in range(ROUNDS):
         repository = f"acme/race-key-{connections}-{round_}"
         key = f"delivery-{connections}-{round_}"
+        occurrences = 1
+        if round_ % 3:
+            Repository.objects.create(name=repository)
+        if round_ % 3 == 2:
+            post_together(token, [event(repository=repository, run_id=f"{round_}-earlier")])
+            occurrences += 1
         body = event(repository=repository, run_id=f"{round_}", idempotency_key=key)
         answers = post_together(token, [body] * connections)
         statuses = Counter(status for status, _ in answers)
@@ -95,8 +103,21 @@ def test_one_idempotency_key_posted_at_once_is_stored_once(token, connections):
             assert answer["event_id"] == event_id
             assert answer["duplicate"] is (status == 200)
             assert answer["id"] == failure.id
-        assert failure.occurrence_count == 1
-        assert FailureOccurrence.objects.filter(failure=failure).count() == 1
+        assert failure.occurrence_count == occurrences
+        assert FailureOccurrence.objects.filter(failure=failure).count() == occurrences
+        assert CIJob.objects.filter(run__repository__name=repository, run__run_id=f"{round_}").count() == 1
+
+
+def test_one_pass_posted_at_once_is_stored_once(token):
+    for round_ in range(ROUNDS):
+        repository = f"acme/race-pass-{round_}"
+        Repository.objects.create(name=repository)
+        body = event(repository=repository, run_id=f"{round_}", status="success", log_excerpt="")
+        answers = post_together(token, [body] * 3)
+        assert Counter(status for status, _ in answers) == {201: 1, 200: 2}, answers
+        assert len({answer["event_id"] for _, answer in answers}) == 1
+        assert CIEvent.objects.filter(job__run__repository__name=repository).count() == 1
+        assert not Failure.objects.filter(repository__name=repository).exists()
 
 
 def test_a_success_racing_a_failure_of_the_same_job_never_leaves_the_failure_half_resolved(token):

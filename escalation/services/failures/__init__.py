@@ -1,6 +1,7 @@
 """A failure's life: open or recur (reporting), then acknowledge, resolve, recover, correct, plan (lifecycle)."""
 
 from escalation.services.failures.lifecycle import (
+    OPEN_FOR_JOB,
     failure_correct_type,
     failure_mark_complex,
     failure_open_twin,
@@ -15,6 +16,7 @@ from escalation.services.failures.lifecycle import (
 from escalation.services.failures.reporting import Reported, failure_fingerprint, failure_report, failures_report_many
 
 __all__ = [
+    "OPEN_FOR_JOB",
     "Reported",
     "failure_correct_type",
     "failure_fingerprint",

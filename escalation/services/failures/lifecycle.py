@@ -27,13 +27,14 @@ def require_permission(actor: Actor, permission: str) -> None:
 
 def failures_recover(*, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime) -> list[int]:
     """The same job passed again: its open failures resolve as recovered."""
-    failures = rows_locked(Failure, _OPEN_FOR_JOB, [repository.pk, branch, job_name])
+    failures = rows_locked(Failure, OPEN_FOR_JOB, [repository.pk, branch, job_name])
     _resolve(failures, resolution=Resolution.RECOVERED, note="the same job passed again", actor=actor, now=now)
     return [f.id for f in failures]
 
 
-# Every successful CI event runs this (statements.rows_locked): the partial index on open jobs serves it.
-_OPEN_FOR_JOB = f"repository_id = %s AND branch = %s AND job_name = %s AND {OPEN_SQL}"
+# A job's open failures (by repository id, branch and job name): every successful CI event asks, in a
+# prepared statement; the partial index on open jobs serves it.
+OPEN_FOR_JOB = f"repository_id = %s AND branch = %s AND job_name = %s AND {OPEN_SQL}"
 
 
 def failures_acknowledge(*, failure_ids: list[int], actor: Actor, now: datetime, note: str = "") -> int:

@@ -18,13 +18,16 @@ from escalation.services.statements import (
     chain_ids,
     chain_parts,
     chain_stored,
+    insert_chain,
     insert_dicts,
     insert_from,
     insert_many,
     insert_values,
     insert_with_dependants,
     prepared_cursor,
+    statement_alone,
     unsaved,
+    violated_constraint,
 )
 from escalation.services.timeline import timeline_entry, timeline_fields
 from portal.audit import Actor, audit_entry, audit_values, row_state, row_state_json
@@ -50,14 +53,21 @@ class Reported:
 
 
 def failure_report(
-    *, config: RoutingConfig, reported: Reported, actor: Actor, now: datetime, stored_with: list[Step] | None = None
+    *,
+    config: RoutingConfig,
+    reported: Reported,
+    actor: Actor,
+    now: datetime,
+    stored_with: list[Step] | None = None,
+    store_if: tuple[str, list] = ("TRUE", []),
 ) -> tuple[Failure, bool] | None:
     """Add an occurrence to the open failure with this fingerprint, or open one. True when opened.
 
     Runs inside the caller's transaction. Two events racing to open the same failure meet at the
     partial unique index: the loser's insert fails and it adds its occurrence to the winner's row.
     ``stored_with`` (PostgreSQL; ingestion's run, job and event, the event last) stores the reporting
-    event's rows in the same statement as its occurrence; None when that stored no event (a duplicate).
+    event's rows in the same statements as its occurrence, only where ``store_if`` (an SQL condition and
+    its parameters) holds; None when they were not stored (a duplicate). See _report_with_event.
     """
     fingerprint = failure_fingerprint(
         repository=reported.repository.name,
@@ -66,9 +76,15 @@ def failure_report(
         failure_type=reported.classification.failure_type,
     )
     if connection.vendor == "postgresql":
-        answer = _report_in_one_statement(
-            config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now, stored_with=stored_with
-        )
+        if stored_with is None:
+            answer = _report_in_one_statement(
+                config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now
+            )
+        else:
+            answer = _report_with_event(
+                config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now,
+                stored_with=stored_with, store_if=store_if,
+            )  # fmt: skip
         if answer is not None:
             _with_owner(answer[0], config)
         return answer
@@ -89,24 +105,17 @@ def failure_report(
 
 
 def _report_in_one_statement(
-    *,
-    config: RoutingConfig,
-    fingerprint: str,
-    reported: Reported,
-    actor: Actor,
-    now: datetime,
-    stored_with: list[Step] | None,
-) -> tuple[Failure, bool] | None:
-    """PostgreSQL: the recurrence with its occurrence in one statement, else the new failure with its rows in one.
+    *, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime
+) -> tuple[Failure, bool]:
+    """PostgreSQL, an item of an upload: the recurrence with its occurrence in one statement, else the new
+    failure with its rows in one.
 
-    An event that loses the race to open the fingerprint finds its insert doing nothing (the winner has
+    An item that loses the race to open the fingerprint finds its insert doing nothing (the winner has
     committed by then, the partial unique index waited for it) and recurs on the winner's row.
     """
-    failure, failure_id = _recur_or_reserve(fingerprint, reported, stored_with or [])
+    failure, failure_id = _recur_or_reserve(fingerprint, reported)
     if failure is not None:
         return failure, False
-    if failure_id is None:  # the event's rows stored nothing: a duplicate
-        return None
     failure = _open_in_one_statement(
         config=config, fingerprint=fingerprint, reported=reported, actor=actor, now=now, failure_id=failure_id
     )
@@ -116,6 +125,52 @@ def _report_in_one_statement(
     if failure is None:
         raise IntegrityError(f"no open failure {fingerprint} after a conflict on its open fingerprint")
     return failure, False
+
+
+# Ingestion's two statements fail as a whole on these: a concurrent duplicate of the event, a concurrent
+# event that opened the same failure first.
+_EVENT_KEY = "event_idempotency_key"
+_OPEN_FINGERPRINT = "one_open_failure_per_fingerprint"
+_OPEN_ATTEMPTS = 3
+
+
+def _report_with_event(
+    *,
+    config: RoutingConfig,
+    fingerprint: str,
+    reported: Reported,
+    actor: Actor,
+    now: datetime,
+    stored_with: list[Step],
+    store_if: tuple[str, list],
+) -> tuple[Failure, bool] | None:
+    """PostgreSQL ingestion: one statement for a recurrence, two for a new failure, and no BEGIN or COMMIT
+    when the caller has no transaction (each statement is then its own; elsewhere each is a savepoint).
+
+    The first statement locks the open failure with this fingerprint and, only if there is one, stores the
+    event's rows with their occurrence; otherwise it stores nothing and takes the new failure's id. The
+    second stores the event's rows with the new failure and its occurrence, timeline and audit entries.
+    Either fails as a whole when a concurrent delivery of the same event stored it first (the event is a
+    duplicate: None) and the second when a concurrent event opened the failure first (the first then
+    recurs on that one). So an event is stored whole or not at all, as in one transaction.
+    """
+    for _ in range(_OPEN_ATTEMPTS):
+        try:
+            with statement_alone():
+                failure, failure_id = _recur_or_reserve(fingerprint, reported, stored_with, store_if)
+            if failure is not None:
+                return failure, False
+            if failure_id is None:  # a duplicate of a stored event
+                return None
+            with statement_alone():
+                return _open_with_event(config, fingerprint, reported, actor, now, failure_id, stored_with), True
+        except IntegrityError as error:
+            violated = violated_constraint(error)
+            if violated == _EVENT_KEY:
+                return None
+            if violated != _OPEN_FINGERPRINT:
+                raise
+    raise IntegrityError(f"failure {fingerprint} opened and resolved under this event {_OPEN_ATTEMPTS} times")
 
 
 def failures_report_many(
@@ -231,24 +286,33 @@ def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = Fals
 
 
 def _recur_or_reserve(
-    fingerprint: str, reported: Reported, stored_with: list[Step]
+    fingerprint: str, reported: Reported, stored_with: list[Step] = (), store_if: tuple[str, list] = ("TRUE", [])
 ) -> tuple[Failure | None, int | None]:
-    """PostgreSQL, one statement: store ``stored_with``, then count an occurrence on the open failure with this
-    fingerprint, or else take the id the new failure will have. (None, None): ``stored_with`` stored no event.
+    """PostgreSQL, one statement: count an occurrence on the open failure with this fingerprint, or else take
+    the id the new failure will have. (None, None): ``store_if`` did not hold.
 
-    Ingestion's failing events run this: most of them either recur here or open in one more statement.
+    With ``stored_with`` (the event's rows, see _report_with_event) the open failure is locked first, and
+    the rows are stored only if it is there and ``store_if`` holds: with the occurrence, or not at all.
     """
-    parts, params = chain_parts(stored_with)
-    if stored_with:
+    if not stored_with:
+        parts, params = [], _recur_params(fingerprint, reported, reported.run.pk)
+        run, refs, stored, reserve, reserve_params = "%s", {"failure_id": "recurred.id"}, "TRUE", "TRUE", []
+    else:
         event_alias, event, _, _ = stored_with[-1]
         assert event is reported.event, "the chain's last row is the reporting event"
         run_alias = next(alias for alias, row, _, _ in stored_with if row is reported.run)
-        stored = f"EXISTS (SELECT 1 FROM {event_alias})"  # noqa: S608 - the caller's aliases
+        condition, condition_params = store_if
+        chain, chain_params = chain_parts(stored_with, gate="gate")
+        parts = [
+            f"open_failure AS (SELECT id FROM escalation_failure WHERE fingerprint = %s AND {OPEN_SQL} FOR UPDATE)",  # noqa: S608
+            f"gate AS (SELECT 1 WHERE EXISTS (SELECT 1 FROM open_failure) AND {condition})",  # noqa: S608 - the caller's
+            *chain,
+        ]
+        params = [fingerprint, *condition_params, *chain_params, *_recur_params(fingerprint, reported)]
         run = f"(SELECT id FROM {run_alias})"  # noqa: S608 - the caller's aliases
         refs = {"failure_id": "recurred.id", "event_id": f"{event_alias}.id"}
-    else:
-        stored, run, refs = "TRUE", "%s", {"failure_id": "recurred.id"}
-    recur_params = _recur_params(fingerprint, reported, *([] if stored_with else [reported.run.pk]))
+        stored = f"EXISTS (SELECT 1 FROM {event_alias})"  # noqa: S608 - the caller's aliases
+        reserve, reserve_params = f"NOT EXISTS (SELECT 1 FROM open_failure) AND {condition}", condition_params  # noqa: S608
     occurrence, occurrence_params = insert_from(
         unsaved(FailureOccurrence, event=reported.event, seen_at=reported.seen_at), refs=refs
     )
@@ -256,12 +320,12 @@ def _recur_or_reserve(
         f"recurred AS ({_RECUR_UPDATE.format(run=run)} AND {stored}{_RECUR_RETURNING})",
         f"occurrence AS ({occurrence})",
     ]
-    params += recur_params + occurrence_params
+    params += occurrence_params + reserve_params
     returned = ", ".join(f"recurred.{name}" for name in _RECUR_FIELDS)
     ids = chain_ids(stored_with)
     sql = (
         "WITH " + ", ".join(parts) + f" SELECT {ids + ', ' if ids else ''}{returned},"  # noqa: S608 - from _meta
-        f" CASE WHEN recurred.id IS NULL AND {stored} THEN {_NEXT_FAILURE_ID} END"
+        f" CASE WHEN recurred.id IS NULL AND {reserve} THEN {_NEXT_FAILURE_ID} END"
         " FROM (SELECT) AS one LEFT JOIN recurred ON TRUE"
     )
     with prepared_cursor() as cursor:
@@ -308,6 +372,41 @@ def _open_in_one_statement(
     if not insert_with_dependants(failure, on_conflict=_ON_OPEN_CONFLICT, dependants=dependants):
         return None
     failure._state.adding, failure._state.db = False, connection.alias
+    return failure
+
+
+def _open_with_event(
+    config: RoutingConfig,
+    fingerprint: str,
+    reported: Reported,
+    actor: Actor,
+    now: datetime,
+    failure_id: int,
+    stored_with: list[Step],
+) -> Failure:
+    """PostgreSQL, one statement: the event's rows, then the new failure (its id taken before) with its
+    occurrence and its 'opened' timeline and audit entries. Fails as a whole on a unique violation."""
+    failure, (message, data) = _new_failure(
+        config=config, fingerprint=fingerprint, reported=reported, person_of=config.person_for
+    )
+    failure.pk = failure_id
+    event_alias, _, _, _ = stored_with[-1]
+    run_alias = next(alias for alias, row, _, _ in stored_with if row is reported.run)
+    # The run's and the event's ids are taken in this statement: the failure and its audit entry read them.
+    ids = {"latest_run_id": f"{run_alias}.id", "classification_event_id": f"{event_alias}.id"}
+    in_state = ", ".join(f"'{Failure._meta.get_field(attname).name}', {ref}" for attname, ref in ids.items())
+    after = f"r.{connection.ops.quote_name('after')} || jsonb_build_object({in_state})"
+    audit = audit_entry(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure))
+    insert_chain(
+        [
+            *stored_with,
+            ("failure", failure, ids, ""),
+            ("occurrence", unsaved(FailureOccurrence, failure=failure, seen_at=reported.seen_at),
+             {"event_id": f"{event_alias}.id"}, ""),
+            ("timeline", timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data), {}, ""),
+            ("audit", audit, {"after": after}, ""),
+        ]
+    )  # fmt: skip
     return failure
 
 
