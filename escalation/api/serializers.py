@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
-from escalation.api.fields import REVALIDATE, StrictCharField, StrictIntegerField
+from escalation.api.fields import REVALIDATE, QuickListField, StrictCharField, StrictIntegerField
 from escalation.choices import JobStatus
 from escalation.models import Escalation, Failure, FailureOccurrence, TimelineEntry
 
@@ -28,13 +28,17 @@ class FieldsBoundOnce:
         return bound
 
 
+QUICK_FIELDS = (StrictCharField, QuickListField)
+
+
 class QuickValidation(FieldsBoundOnce):
     """Validate a body that DRF would accept in one pass over its fields; any value that needs DRF's word
     sends the whole body through DRF's own validation, which names every problem.
 
-    The values are DRF's: StrictCharField.quick returns what its run_validation would, the other fields
-    run their own run_validation. What DRF's loop adds around that (the field's value looked up, its
-    errors gathered, the value set under its source) cost as much as the checks themselves.
+    The values are DRF's: the ``quick`` of StrictCharField and QuickListField returns what their
+    run_validation would, the other fields run their own run_validation. What DRF's loop adds around
+    that (the field's value looked up, its errors gathered, the value set under its source) cost as much
+    as the checks themselves.
     """
 
     def to_internal_value(self, data):
@@ -55,7 +59,7 @@ class QuickValidation(FieldsBoundOnce):
                 if field.read_only or field.source != name or hasattr(self, f"validate_{name}"):
                     plan = None
                     break
-                quick = field.quick if isinstance(field, StrictCharField) and field.checks_are_drfs() else None
+                quick = field.quick if isinstance(field, QUICK_FIELDS) and field.checks_are_drfs() else None
                 plan.append((name, field, quick))
             cls._quick_plan_once = plan
         return cls._quick_plan_once
@@ -103,7 +107,7 @@ class EventInputSerializer(QuickValidation, serializers.Serializer):
     log_excerpt = StrictCharField(allow_blank=True, required=False, default="", trim_whitespace=False)
     url = serializers.URLField(max_length=500, allow_blank=True, required=False, default="")
     runner = StrictCharField(max_length=200, allow_blank=True, required=False, default="")
-    changed_files = serializers.ListField(
+    changed_files = QuickListField(
         child=StrictCharField(max_length=1000),
         required=False,
         allow_null=True,

@@ -278,6 +278,11 @@ def _table_of(model: type[models.Model]) -> str:
 
 def conflict_update(model: type[models.Model], *, unique_fields: list[str], update_fields: list[str]) -> str:
     """``ON CONFLICT (<unique>) DO UPDATE SET <f> = EXCLUDED.<f>``, as ``bulk_create(update_conflicts=True)``."""
+    return _conflict_text(model, tuple(unique_fields), tuple(update_fields))
+
+
+@functools.cache
+def _conflict_text(model: type[models.Model], unique_fields: tuple[str, ...], update_fields: tuple[str, ...]) -> str:
     quote = connection.ops.quote_name
     unique = ", ".join(quote(model._meta.get_field(name).column) for name in unique_fields)
     columns = [quote(model._meta.get_field(name).column) for name in update_fields]

@@ -10,7 +10,7 @@ import random
 import pytest
 from rest_framework import serializers
 
-from escalation.api.fields import REVALIDATE, StrictCharField
+from escalation.api.fields import REVALIDATE, QuickListField, StrictCharField
 from escalation.api.serializers import EventInputSerializer, _quick_values
 
 TEXTS = [
@@ -65,6 +65,42 @@ def test_a_quick_check_returns_what_run_validation_returns_or_leaves_the_value_t
 def test_a_field_with_validators_of_its_own_never_takes_the_quick_check():
     field = StrictCharField(max_length=10, validators=[lambda value: None])
     assert not field.checks_are_drfs()
+
+
+LISTS = [
+    [],
+    ["a.py"],
+    [" a.py ", "b.txt"],
+    ["x" * 11],
+    ["ok", ""],
+    ["ok", None],
+    ["ok", 5],
+    "a.py",
+    None,
+    {"a": 1},
+    ("a",),
+]
+
+
+@pytest.mark.parametrize(
+    "options", [{"max_length": 2}, {"allow_empty": False}, {"min_length": 1, "allow_null": True}, {}]
+)
+def test_a_quick_list_check_returns_what_run_validation_returns_or_leaves_the_value_to_it(options):
+    field = QuickListField(child=StrictCharField(max_length=10), **options)
+    assert field.checks_are_drfs()
+    accepted = 0
+    for data in LISTS:
+        quick = field.quick(data)
+        try:
+            validated = field.run_validation(data)
+        except serializers.ValidationError:
+            assert quick is REVALIDATE, (options, data)
+            continue
+        if quick is not REVALIDATE:
+            assert quick == validated, (options, data)
+            accepted += 1
+    assert accepted >= 2
+    assert not QuickListField(child=serializers.CharField()).checks_are_drfs()
 
 
 class DrfOnly(EventInputSerializer):
