@@ -10,6 +10,8 @@ OPEN_Q = Q(status__in=OPEN_STATUSES)
 # The same condition in SQL, the statuses as literals: PostgreSQL proves a partial index's predicate
 # from literals, also in the generic plan of a prepared statement, which it cannot from parameters.
 OPEN_SQL = "status IN ({})".format(", ".join(f"'{status.value}'" for status in OPEN_STATUSES))
+# The partial unique index that keeps one open failure per fingerprint (services name it when it refuses).
+ONE_OPEN_FAILURE = "one_open_failure_per_fingerprint"
 
 
 class Failure(models.Model):
@@ -122,7 +124,7 @@ class Failure(models.Model):
         constraints = [
             # Concurrent events with one fingerprint must land on one failure: the loser of the
             # insert race adds an occurrence to the winner's row.
-            models.UniqueConstraint(fields=["fingerprint"], condition=OPEN_Q, name="one_open_failure_per_fingerprint"),
+            models.UniqueConstraint(fields=["fingerprint"], condition=OPEN_Q, name=ONE_OPEN_FAILURE),
         ]
         indexes = [
             # failures_past_due(): open failures ordered by due time.

@@ -78,6 +78,10 @@ class CIJob(models.Model):
         return f"{self.name} ({self.status})"
 
 
+# The unique key that stores an event once (services name it when it refuses a concurrent duplicate).
+EVENT_ONCE = "event_idempotency_key"
+
+
 class CIEvent(models.Model):
     """One accepted report of a job's outcome. The idempotency key makes re-deliveries no-ops."""
 
@@ -95,7 +99,7 @@ class CIEvent(models.Model):
     received_at = models.DateTimeField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["source", "idempotency_key"], name="event_idempotency_key")]
+        constraints = [models.UniqueConstraint(fields=["source", "idempotency_key"], name=EVENT_ONCE)]
         verbose_name = "CI event"
 
     def __str__(self) -> str:

@@ -8,6 +8,7 @@ from django.db import IntegrityError, connection, transaction
 
 from escalation.choices import JobStatus
 from escalation.models import CIEvent, CIJob, CIRun, Failure, IngestSource, Repository
+from escalation.models.ingestion import EVENT_ONCE
 from escalation.services.classification import Classification, failure_classify
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures import OPEN_FOR_JOB, Reported, failure_report, failures_recover
@@ -181,7 +182,7 @@ def _store_if_nothing_open(run: CIRun, job: CIJob, event: CIEvent, data: EventIn
             cursor.execute(sql, params)
             *ids, anything_open = cursor.fetchone()
     except IntegrityError as error:
-        if violated_constraint(error) == "event_idempotency_key":  # a concurrent delivery stored it first
+        if violated_constraint(error) == EVENT_ONCE:  # a concurrent delivery stored it first
             raise _Duplicate from error
         raise
     if ids[-1] is not None:
@@ -281,10 +282,10 @@ def _store(run: CIRun, job: CIJob, event: CIEvent) -> bool:
     return event.pk is not None
 
 
-_EVENT_ONCE = "ON CONFLICT (source_id, idempotency_key) DO NOTHING"
+_SKIP_STORED_EVENT = "ON CONFLICT (source_id, idempotency_key) DO NOTHING"
 
 
-def _store_steps(run: CIRun, job: CIJob, event: CIEvent, *, event_conflict: str = _EVENT_ONCE) -> list[Step]:
+def _store_steps(run: CIRun, job: CIJob, event: CIEvent, *, event_conflict: str = _SKIP_STORED_EVENT) -> list[Step]:
     """PostgreSQL: the run and job upserts and the event insert, as one chain of CTEs. ``event_conflict=""``:
     a stored key fails the statement (which stores nothing of it) instead of leaving the event out."""
     run_conflict = conflict_update(CIRun, unique_fields=_RUN_KEY, update_fields=_RUN_UPDATED)

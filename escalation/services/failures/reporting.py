@@ -7,7 +7,8 @@ from datetime import datetime
 from django.db import IntegrityError, connection, transaction
 
 from escalation.models import CIEvent, CIRun, Failure, FailureOccurrence, Repository, TimelineEntry
-from escalation.models.failures import OPEN_Q, OPEN_SQL, TimelineKind
+from escalation.models.failures import ONE_OPEN_FAILURE, OPEN_Q, OPEN_SQL, TimelineKind
+from escalation.models.ingestion import EVENT_ONCE
 from escalation.services import escalation, routing, sla
 from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig
@@ -63,8 +64,9 @@ def failure_report(
 ) -> tuple[Failure, bool] | None:
     """Add an occurrence to the open failure with this fingerprint, or open one. True when opened.
 
-    Runs inside the caller's transaction. Two events racing to open the same failure meet at the
-    partial unique index: the loser's insert fails and it adds its occurrence to the winner's row.
+    Runs inside the caller's transaction, if any (ingestion's statements need none). Two events racing to
+    open the same failure meet at the partial unique index: the loser's insert fails and it adds its
+    occurrence to the winner's row.
     ``stored_with`` (PostgreSQL; ingestion's run, job and event, the event last) stores the reporting
     event's rows in the same statements as its occurrence, only where ``store_if`` (an SQL condition and
     its parameters) holds; None when they were not stored (a duplicate). See _report_with_event.
@@ -127,10 +129,6 @@ def _report_in_one_statement(
     return failure, False
 
 
-# Ingestion's two statements fail as a whole on these: a concurrent duplicate of the event, a concurrent
-# event that opened the same failure first.
-_EVENT_KEY = "event_idempotency_key"
-_OPEN_FINGERPRINT = "one_open_failure_per_fingerprint"
 _OPEN_ATTEMPTS = 3
 
 
@@ -166,9 +164,9 @@ def _report_with_event(
                 return _open_with_event(config, fingerprint, reported, actor, now, failure_id, stored_with), True
         except IntegrityError as error:
             violated = violated_constraint(error)
-            if violated == _EVENT_KEY:
+            if violated == EVENT_ONCE:  # a concurrent delivery of the event stored it first
                 return None
-            if violated != _OPEN_FINGERPRINT:
+            if violated != ONE_OPEN_FAILURE:  # else a concurrent event opened the failure first: recur on it
                 raise
     raise IntegrityError(f"failure {fingerprint} opened and resolved under this event {_OPEN_ATTEMPTS} times")
 
