@@ -120,37 +120,32 @@ def test_the_recurrence_finds_the_open_failure_by_its_index_in_a_generic_plan(db
     assert "one_open_failure_per_fingerprint" in plan, plan
 
 
-def test_a_success_finds_its_jobs_open_failures_by_their_index_in_a_generic_plan(api):
-    post(api, run_id="1")
-    recovered, _ = post(api, run_id="2", status="success")
-    assert len(recovered.json()["recovered"]) == 1
+def job_lookup_plan(pattern: str, arguments: str) -> str:
+    """The generic plan of the prepared statement whose text is LIKE ``pattern``, with the indexes on the
+    repository alone dropped (rolled back with the test): they may serve too, and without them only the
+    partial index on open jobs can."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'SELECT %%AND job_name = $3 AND%%'"
-        )
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", [pattern])
         (statement,) = cursor.fetchone()
-        # The index on repository alone may serve too; without it, only the partial index on open jobs can.
         cursor.execute(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'escalation_failure'"
             " AND indexdef LIKE '%%(repository_id)%%'"
         )
         for (index,) in cursor.fetchall():
-            cursor.execute(f'DROP INDEX "{index}"')  # rolled back with the test
-    plan = generic_plan(statement, "1, 'main', 'job'")
+            cursor.execute(f'DROP INDEX "{index}"')
+    return generic_plan(statement, arguments)
+
+
+def test_a_success_finds_its_jobs_open_failures_by_their_index_in_a_generic_plan(api):
+    post(api, run_id="1")
+    recovered, _ = post(api, run_id="2", status="success")
+    assert len(recovered.json()["recovered"]) == 1
+    plan = job_lookup_plan("SELECT %AND job_name = $3 AND%", "1, 'main', 'job'")
     assert "failure_open_job_idx" in plan, plan
 
 
 def test_a_pass_looks_for_its_jobs_open_failures_by_their_index_in_a_generic_plan(api):
     """The statement every pass runs (nothing open: store the event) finds open failures as the recovery does."""
     post(api, run_id="1", status="success")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'WITH open_failure AS%%'")
-        (statement,) = cursor.fetchone()
-        cursor.execute(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'escalation_failure'"
-            " AND indexdef LIKE '%%(repository_id)%%'"
-        )
-        for (index,) in cursor.fetchall():
-            cursor.execute(f'DROP INDEX "{index}"')  # rolled back with the test
-    plan = generic_plan(statement, "1, 'main', 'job', 1, 'key', '{}', '{}', '{}'")
+    plan = job_lookup_plan("WITH open_failure AS%", "1, 'main', 'job', 1, 'key', '{}', '{}', '{}'")
     assert "failure_open_job_idx" in plan, plan

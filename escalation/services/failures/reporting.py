@@ -1,5 +1,6 @@
 """Failures as CI reports them: open one, or count another occurrence of the open one."""
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -284,7 +285,10 @@ def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = Fals
 
 
 def _recur_or_reserve(
-    fingerprint: str, reported: Reported, stored_with: list[Step] = (), store_if: tuple[str, list] = ("TRUE", [])
+    fingerprint: str,
+    reported: Reported,
+    stored_with: list[Step] | None = None,
+    store_if: tuple[str, list] = ("TRUE", []),
 ) -> tuple[Failure | None, int | None]:
     """PostgreSQL, one statement: count an occurrence on the open failure with this fingerprint, or else take
     the id the new failure will have. (None, None): ``store_if`` did not hold.
@@ -292,13 +296,12 @@ def _recur_or_reserve(
     With ``stored_with`` (the event's rows, see _report_with_event) the open failure is locked first, and
     the rows are stored only if it is there and ``store_if`` holds: with the occurrence, or not at all.
     """
+    stored_with = stored_with or []
     if not stored_with:
         parts, params = [], _recur_params(fingerprint, reported, reported.run.pk)
         run, refs, stored, reserve, reserve_params = "%s", {"failure_id": "recurred.id"}, "TRUE", "TRUE", []
     else:
-        event_alias, event, _, _ = stored_with[-1]
-        assert event is reported.event, "the chain's last row is the reporting event"
-        run_alias = next(alias for alias, row, _, _ in stored_with if row is reported.run)
+        run_alias, event_alias = _chain_aliases(stored_with, reported)
         condition, condition_params = store_if
         chain, chain_params = chain_parts(stored_with, gate="gate")
         parts = [
@@ -388,12 +391,8 @@ def _open_with_event(
         config=config, fingerprint=fingerprint, reported=reported, person_of=config.person_for
     )
     failure.pk = failure_id
-    event_alias, _, _, _ = stored_with[-1]
-    run_alias = next(alias for alias, row, _, _ in stored_with if row is reported.run)
-    # The run's and the event's ids are taken in this statement: the failure and its audit entry read them.
-    ids = {"latest_run_id": f"{run_alias}.id", "classification_event_id": f"{event_alias}.id"}
-    in_state = ", ".join(f"'{Failure._meta.get_field(attname).name}', {ref}" for attname, ref in ids.items())
-    after = f"r.{connection.ops.quote_name('after')} || jsonb_build_object({in_state})"
+    run_alias, event_alias = _chain_aliases(stored_with, reported)
+    ids, after = _opened_refs(run_alias, event_alias)
     audit = audit_entry(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure))
     insert_chain(
         [
@@ -406,6 +405,22 @@ def _open_with_event(
         ]
     )  # fmt: skip
     return failure
+
+
+def _chain_aliases(stored_with: list[Step], reported: Reported) -> tuple[str, str]:
+    """The aliases of the reporting event's run and of the event (the chain's last row) in ``stored_with``."""
+    event_alias, event, _, _ = stored_with[-1]
+    assert event is reported.event, "the chain's last row is the reporting event"
+    return next(alias for alias, row, _, _ in stored_with if row is reported.run), event_alias
+
+
+@functools.cache
+def _opened_refs(run_alias: str, event_alias: str) -> tuple[dict[str, str], str]:
+    """The new failure's refs to the run's and the event's ids, taken in the same statement, and the SQL of
+    its audit entry's ``after`` with those ids in it (``row_state`` names them by field name)."""
+    ids = {"latest_run_id": f"{run_alias}.id", "classification_event_id": f"{event_alias}.id"}
+    in_state = ", ".join(f"'{Failure._meta.get_field(attname).name}', {ref}" for attname, ref in ids.items())
+    return ids, f"r.{connection.ops.quote_name('after')} || jsonb_build_object({in_state})"
 
 
 def _with_owner(failure: Failure, config: RoutingConfig) -> None:
