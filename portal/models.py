@@ -26,8 +26,10 @@ class AuditEntry(models.Model):
     actor_label = models.CharField(max_length=200, help_text="User name, ingest source or task")
     source = models.CharField(max_length=16, choices=ChangeSource.choices)
     action = models.CharField(max_length=16, choices=AuditAction.choices)
-    # No index of its own: audit_object_idx leads with this column.
-    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, db_index=False)
+    # No index of its own: audit_object_idx leads with this column. No database constraint: content types
+    # are rows Django itself keeps, and every ingested event writes an entry (a check, a query and a row
+    # lock on the same hot row each time).
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     object_id = models.CharField(max_length=64)
     object_repr = models.CharField(max_length=300)
     before = models.JSONField(null=True, blank=True)

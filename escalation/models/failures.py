@@ -50,7 +50,10 @@ class Failure(models.Model):
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     occurrence_count = models.PositiveIntegerField(default=1)
-    latest_run = models.ForeignKey("escalation.CIRun", on_delete=models.PROTECT, related_name="+", db_index=False)
+    # No database constraint on the keys to rows an event stores (see escalation.models.ingestion).
+    latest_run = models.ForeignKey(
+        "escalation.CIRun", on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
 
     matrix_snapshot = models.JSONField(help_text="The matrix row as it was when the failure opened")
     sla_due_at = models.DateTimeField(null=True, blank=True)
@@ -98,6 +101,7 @@ class Failure(models.Model):
         related_name="+",
         help_text="The event whose job, step, log and fields were classified",
         db_index=False,
+        db_constraint=False,
     )
     tags = models.JSONField(default=list, blank=True, help_text="From the deciding rule, e.g. rate_limited")
     signature = models.CharField(
@@ -168,8 +172,12 @@ class Failure(models.Model):
 class FailureOccurrence(models.Model):
     """One CI event that reported this failure."""
 
-    failure = models.ForeignKey(Failure, on_delete=models.CASCADE, related_name="occurrences")
-    event = models.OneToOneField("escalation.CIEvent", on_delete=models.CASCADE, related_name="occurrence")
+    # Stored in the statement that stores the event and opens or locks the failure: no database constraint
+    # (see escalation.models.ingestion).
+    failure = models.ForeignKey(Failure, on_delete=models.CASCADE, related_name="occurrences", db_constraint=False)
+    event = models.OneToOneField(
+        "escalation.CIEvent", on_delete=models.CASCADE, related_name="occurrence", db_constraint=False
+    )
     seen_at = models.DateTimeField()
 
     class Meta:
@@ -198,7 +206,8 @@ class TimelineKind(models.TextChoices):
 class TimelineEntry(models.Model):
     """One change in a failure's life, in order."""
 
-    failure = models.ForeignKey(Failure, on_delete=models.CASCADE, related_name="timeline")
+    # Written with the change it records, on a failure that statement stores or locks (no database constraint).
+    failure = models.ForeignKey(Failure, on_delete=models.CASCADE, related_name="timeline", db_constraint=False)
     at = models.DateTimeField()
     kind = models.CharField(max_length=32, choices=TimelineKind.choices)
     actor = models.CharField(max_length=200, blank=True, help_text="User name or ingest source")
