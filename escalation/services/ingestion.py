@@ -11,7 +11,14 @@ from escalation.models import CIEvent, CIJob, CIRun, Failure, IngestSource, Repo
 from escalation.models.ingestion import EVENT_ONCE
 from escalation.services.classification import Classification, failure_classify
 from escalation.services.config import RoutingConfig, routing_config
-from escalation.services.failures import OPEN_FOR_JOB, Reported, failure_report, failures_recover
+from escalation.services.failures import (
+    OPEN_FOR_JOB,
+    FailuresChanged,
+    Reported,
+    failure_report,
+    failures_recover,
+    failures_recover_with_event,
+)
 from escalation.services.log_text import log_excerpt_clip
 from escalation.services.statements import (
     Step,
@@ -20,7 +27,9 @@ from escalation.services.statements import (
     chain_stored,
     conflict_update,
     insert_chain,
+    loaded_row,
     prepared_cursor,
+    row_columns,
     statement_alone,
     unsaved,
     violated_constraint,
@@ -76,9 +85,9 @@ def event_ingest(*, ingest_source: IngestSource, data: EventInput, now: datetime
     """Store the event once; a failure opens or recurs, a success recovers the job's open failures.
 
     The event is stored whole or not at all. On PostgreSQL that takes one statement for a pass or a
-    recurrence and two for a new failure, each its own transaction when the caller has none (see
-    failures.reporting._report_with_event); a recovery runs in a transaction. A second delivery with the
-    same idempotency key (or natural key) stores nothing and returns the first delivery's result.
+    recurrence and two for a new failure or a recovery, each its own transaction when the caller has none
+    (see failures.reporting._report_with_event and _succeed). A second delivery with the same idempotency
+    key (or natural key) stores nothing and returns the first delivery's result.
     """
     key = _stored_key(data.idempotency_key or data.natural_key())
     try:
@@ -126,8 +135,8 @@ def _ingest_rows(
         received_at=now,
     )
     if data.status == JobStatus.SUCCESS:
-        if connection.vendor == "postgresql" and _store_if_nothing_open(run, job, event, data):
-            return IngestResult(True, event, None, [])
+        if connection.vendor == "postgresql":
+            return IngestResult(True, event, None, _succeed(run, job, event, data, actor, now))
         with transaction.atomic():
             if not _store(run, job, event):
                 raise _Duplicate
@@ -164,32 +173,65 @@ def _not_stored(event: CIEvent) -> tuple[str, list]:
     )
 
 
-def _store_if_nothing_open(run: CIRun, job: CIJob, event: CIEvent, data: EventInput) -> bool:
+_RECOVERY_ATTEMPTS = 3
+
+
+def _succeed(run: CIRun, job: CIJob, event: CIEvent, data: EventInput, actor: Actor, now: datetime) -> list[int]:
+    """PostgreSQL: store a success, recovering its job's open failures; the ids recovered. Two statements
+    at most and no transaction around them: the first stores the rows if nothing is open (a pass, what most
+    CI events are) or else reads the open failures; the second stores the rows with their recovery."""
+    for _ in range(_RECOVERY_ATTEMPTS):
+        found = _store_if_nothing_open(run, job, event, data)
+        if not found:
+            return []
+        try:
+            with statement_alone():
+                recovered = failures_recover_with_event(
+                    found, stored_with=_store_steps(run, job, event, event_conflict=""), store_if=_not_stored(event),
+                    actor=actor, now=now,
+                )  # fmt: skip
+        except FailuresChanged:  # read them again
+            continue
+        except IntegrityError as error:
+            if violated_constraint(error) == EVENT_ONCE:  # a concurrent delivery stored it first
+                raise _Duplicate from error
+            raise
+        if recovered is None:
+            raise _Duplicate
+        return recovered
+    raise IntegrityError(f"the open failures of job {data.job!r} changed under this event {_RECOVERY_ATTEMPTS} times")
+
+
+def _store_if_nothing_open(run: CIRun, job: CIJob, event: CIEvent, data: EventInput) -> list[tuple[Failure, str]]:
     """PostgreSQL, one statement and no transaction around it: store a success's rows if its job has no open
-    failure, which is what most CI events are. False: the job has open failures, stored nothing."""
+    failure. Otherwise it stores nothing and returns the open failures, each with its row version (xmin)."""
     steps = _store_steps(run, job, event, event_conflict="")
     duplicate, duplicate_params = _not_stored(event)
     chain, chain_params = chain_parts(steps, gate="gate")
     sql = (
-        f"WITH open_failure AS (SELECT 1 FROM escalation_failure WHERE {OPEN_FOR_JOB} LIMIT 1),"  # noqa: S608
+        f"WITH open_failure AS (SELECT {row_columns(Failure)}, xmin::text FROM escalation_failure"  # noqa: S608
+        f" WHERE {OPEN_FOR_JOB} ORDER BY id),"
         f" gate AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM open_failure) AND {duplicate}), "
         + ", ".join(chain)
-        + f" SELECT {chain_ids(steps)}, EXISTS (SELECT 1 FROM open_failure)"  # noqa: S608 - from _meta
+        + f" SELECT {chain_ids(steps)}, open_failure.* FROM (SELECT) AS one"  # noqa: S608 - from _meta
+        " LEFT JOIN open_failure ON TRUE"
     )
     params = [run.repository_id, data.branch, data.job, *duplicate_params, *chain_params]
     try:
         with statement_alone(), prepared_cursor() as cursor:
             cursor.execute(sql, params)
-            *ids, anything_open = cursor.fetchone()
+            rows = cursor.fetchall()
     except IntegrityError as error:
         if violated_constraint(error) == EVENT_ONCE:  # a concurrent delivery stored it first
             raise _Duplicate from error
         raise
+    ids = list(rows[0][: len(steps)])
     if ids[-1] is not None:
         chain_stored(steps, ids)
-        return True
-    if anything_open:
-        return False
+        return []
+    found = [(loaded_row(Failure, row[len(steps) : -1]), row[-1]) for row in rows if row[-1] is not None]
+    if found:
+        return found
     raise _Duplicate
 
 

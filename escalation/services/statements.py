@@ -166,20 +166,26 @@ def rows_locked(model: type[models.Model], where: str, params: list) -> list[mod
     ``FOR UPDATE`` where the database can: the ORM's ``select_for_update().filter()`` as one prepared
     statement, without compiling the query on every call (every successful CI event asks for its job's
     open failures). Values go through the fields' converters as the ORM's would."""
-    fields, columns, converters = _loaded(model)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = f"SELECT {columns} FROM {_table_of(model)} WHERE {where} ORDER BY id{lock}"  # noqa: S608 - from _meta
+    sql = f"SELECT {row_columns(model)} FROM {_table_of(model)} WHERE {where} ORDER BY id{lock}"  # noqa: S608 - from _meta
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    found = []
-    for row in rows:
-        values = list(row)
-        for i, expression, functions in converters:
-            for convert in functions:
-                values[i] = convert(values[i], expression, connection)
-        found.append(model.from_db(connection.alias, fields, values))
-    return found
+        return [loaded_row(model, row) for row in cursor.fetchall()]
+
+
+def row_columns(model: type[models.Model]) -> str:
+    """The model's columns, quoted, in field order: the select list whose rows ``loaded_row`` reads."""
+    return _loaded(model)[1]
+
+
+def loaded_row(model: type[models.Model], row: Iterable) -> models.Model:
+    """A row of ``row_columns(model)`` as the ORM would load it, its values through the fields' converters."""
+    fields, _, converters = _loaded(model)
+    values = list(row)
+    for i, expression, functions in converters:
+        for convert in functions:
+            values[i] = convert(values[i], expression, connection)
+    return model.from_db(connection.alias, fields, values)
 
 
 @functools.cache
@@ -196,18 +202,22 @@ def _loaded(model: type[models.Model]) -> tuple[list[str], str, list[tuple[int, 
     return [f.attname for f in fields], columns, converters
 
 
-def update_by_ids(model: type[models.Model], values: dict[str, object], ids: list[int]) -> tuple[str, list]:
+def update_by_ids(
+    model: type[models.Model], values: dict[str, object], ids: list[int], *, gate: str = ""
+) -> tuple[str, list]:
     """``UPDATE`` setting the same ``values`` (by attname) on the rows with these ids, and its parameters:
-    the ORM's ``filter(pk__in=ids).update(**values)`` as a statement to run within a longer one."""
+    the ORM's ``filter(pk__in=ids).update(**values)`` as a statement to run within a longer one, where
+    ``gate`` names an earlier CTE of it: nothing is updated when that returned no row."""
     params = [value.value if isinstance(value, enum.Enum) else value for value in values.values()]
-    return _update_text(model, tuple(values)), [*params, ids]
+    return _update_text(model, tuple(values), gate), [*params, ids]
 
 
 @functools.cache
-def _update_text(model: type[models.Model], attnames: tuple[str, ...]) -> str:
+def _update_text(model: type[models.Model], attnames: tuple[str, ...], gate: str) -> str:
     by_attname = {f.attname: f for f in model._meta.concrete_fields}
     assignments = ", ".join(f"{connection.ops.quote_name(by_attname[name].column)} = %s" for name in attnames)
-    return f"UPDATE {_table_of(model)} SET {assignments} WHERE id = ANY(%s)"  # noqa: S608 - from _meta
+    gated = f" AND EXISTS (SELECT 1 FROM {gate})" if gate else ""  # noqa: S608 - the caller's alias
+    return f"UPDATE {_table_of(model)} SET {assignments} WHERE id = ANY(%s){gated}"  # noqa: S608 - from _meta
 
 
 def insert_rows(rows: list[models.Model], *, first: tuple[str, list] | None = None) -> None:
@@ -230,12 +240,12 @@ def insert_rows(rows: list[models.Model], *, first: tuple[str, list] | None = No
         cursor.execute("WITH " + ", ".join(parts) + " SELECT 1", params)
 
 
-def insert_from(row: models.Model, *, refs: dict[str, str]) -> tuple[str, list]:
+def insert_from(row: models.Model, *, refs: dict[str, str], gate: str = "") -> tuple[str, list]:
     """``INSERT INTO <table> (...) SELECT ...`` of one row whose ``refs`` name an earlier CTE's columns.
 
-    Inserts one row per row of that CTE, so nothing when it returned nothing.
+    Inserts one row per row of that CTE (and of the CTE ``gate`` names), so nothing when it returned nothing.
     """
-    insert, param = _insert_select(row, refs, _sources(refs))
+    insert, param = _insert_select(row, refs, ", ".join(filter(None, [_sources(refs), gate])))
     return insert, [param]
 
 

@@ -162,3 +162,21 @@ def test_a_success_racing_a_failure_of_the_same_job_never_leaves_the_failure_hal
                 assert failure.id in succeeded[1]["recovered"]
                 assert failure.resolved_at is not None
     assert sum(outcomes.values()) == ROUNDS
+
+
+def test_two_successes_of_one_job_at_once_recover_its_failure_once(token):
+    """Both read the open failure; the one that locks it second finds it changed, reads again and is a pass."""
+    for round_ in range(ROUNDS):
+        repository = f"acme/race-successes-{round_}"
+        ((status, opened),) = post_together(token, [event(repository=repository, run_id=f"{round_}-0")])
+        assert status == 201
+        answers = post_together(
+            token,
+            [event(repository=repository, run_id=f"{round_}-{n}", status="success", log_excerpt="") for n in (1, 2)],
+        )
+        assert [status for status, _ in answers] == [201, 201], answers
+        assert sorted(len(answer["recovered"]) for _, answer in answers) == [0, 1]
+        failure = Failure.objects.get(pk=opened["id"])
+        assert failure.status == FailureStatus.RESOLVED
+        assert failure.timeline.filter(kind="resolved").count() == 1
+        assert CIEvent.objects.filter(job__run__repository__name=repository, status="success").count() == 2

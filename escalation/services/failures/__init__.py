@@ -2,6 +2,7 @@
 
 from escalation.services.failures.lifecycle import (
     OPEN_FOR_JOB,
+    FailuresChanged,
     failure_correct_type,
     failure_mark_complex,
     failure_open_twin,
@@ -10,6 +11,7 @@ from escalation.services.failures.lifecycle import (
     failure_run_level_replace,
     failures_acknowledge,
     failures_recover,
+    failures_recover_with_event,
     failures_resolve,
     require_permission,
 )
@@ -17,6 +19,7 @@ from escalation.services.failures.reporting import Reported, failure_fingerprint
 
 __all__ = [
     "OPEN_FOR_JOB",
+    "FailuresChanged",
     "Reported",
     "failure_correct_type",
     "failure_fingerprint",
@@ -28,6 +31,7 @@ __all__ = [
     "failure_run_level_replace",
     "failures_acknowledge",
     "failures_recover",
+    "failures_recover_with_event",
     "failures_report_many",
     "failures_resolve",
     "require_permission",

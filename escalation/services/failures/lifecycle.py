@@ -13,7 +13,17 @@ from escalation.services.classification import Classification
 from escalation.services.config import RoutingConfig, routing_config
 from escalation.services.failures.reporting import failure_fingerprint
 from escalation.services.signatures import error_signature
-from escalation.services.statements import insert_rows, rows_locked, update_by_ids
+from escalation.services.statements import (
+    Step,
+    chain_ids,
+    chain_parts,
+    chain_stored,
+    insert_from,
+    insert_rows,
+    prepared_cursor,
+    rows_locked,
+    update_by_ids,
+)
 from escalation.services.timeline import timeline_add, timeline_add_many, timeline_entry
 from portal.audit import Actor, audit_bulk, audit_entry, audit_record, row_state
 from portal.errors import BadInput, InvalidState, RoleRequired
@@ -25,10 +35,13 @@ def require_permission(actor: Actor, permission: str) -> None:
         raise RoleRequired(f"{actor.label} lacks the permission {permission}")
 
 
+RECOVERED_NOTE = "the same job passed again"
+
+
 def failures_recover(*, repository: Repository, branch: str, job_name: str, actor: Actor, now: datetime) -> list[int]:
     """The same job passed again: its open failures resolve as recovered."""
     failures = rows_locked(Failure, OPEN_FOR_JOB, [repository.pk, branch, job_name])
-    _resolve(failures, resolution=Resolution.RECOVERED, note="the same job passed again", actor=actor, now=now)
+    _resolve(failures, resolution=Resolution.RECOVERED, note=RECOVERED_NOTE, actor=actor, now=now)
     return [f.id for f in failures]
 
 
@@ -77,6 +90,25 @@ def failures_resolve(
 def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, actor: Actor, now: datetime) -> None:
     if not failures:
         return
+    resolved, changes, message = _resolution(failures, resolution=resolution, note=note, actor=actor, now=now)
+    ids = [f.pk for f in failures]
+    if connection.vendor != "postgresql":
+        Failure.objects.filter(pk__in=ids).update(**resolved)
+        timeline_add_many(failures, now, TimelineKind.RESOLVED, actor, message)
+        audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
+        return
+    # The update with its timeline and audit entries in one statement (a recovery runs on CI's successes).
+    insert_rows(
+        _resolution_rows(changes, message=message, note=note, actor=actor, now=now),
+        first=update_by_ids(Failure, resolved, ids),
+    )
+
+
+def _resolution(
+    failures: list[Failure], *, resolution: Resolution, note: str, actor: Actor, now: datetime
+) -> tuple[dict, list[tuple[Failure, dict, dict]], str]:
+    """What resolving these failures sets (they take it), each one's state before and after, and the
+    timeline message."""
     # Every row gets the same values (one plain UPDATE, not bulk_update's CASE per row).
     resolved = {
         "status": FailureStatus.RESOLVED,
@@ -91,23 +123,75 @@ def _resolve(failures: list[Failure], *, resolution: Resolution, note: str, acto
         for attname, value in resolved.items():
             setattr(failure, attname, value)
         changes.append((failure, before, row_state(failure)))
-    ids = [f.pk for f in failures]
-    label = Resolution(resolution).label
-    message = f"Resolved: {label}. {note}".strip()
-    if connection.vendor != "postgresql":
-        Failure.objects.filter(pk__in=ids).update(**resolved)
-        timeline_add_many(failures, now, TimelineKind.RESOLVED, actor, message)
-        audit_bulk(actor=actor, action=AuditAction.UPDATE, changes=changes, at=now, reason=note)
-        return
-    # The update with its timeline and audit entries in one statement (a recovery runs on CI's successes).
-    insert_rows(
-        [timeline_entry(failure, now, TimelineKind.RESOLVED, actor, message) for failure in failures]
-        + [
-            audit_entry(actor=actor, action=AuditAction.UPDATE, obj=f, at=now, before=before, after=after, reason=note)
-            for f, before, after in changes
-        ],
-        first=update_by_ids(Failure, resolved, ids),
+    message = f"Resolved: {Resolution(resolution).label}. {note}".strip()
+    return resolved, changes, message
+
+
+def _resolution_rows(
+    changes: list[tuple[Failure, dict, dict]], *, message: str, note: str, actor: Actor, now: datetime
+) -> list:
+    """The timeline and audit entries of a resolution, not yet stored."""
+    return [timeline_entry(failure, now, TimelineKind.RESOLVED, actor, message) for failure, _, _ in changes] + [
+        audit_entry(actor=actor, action=AuditAction.UPDATE, obj=f, at=now, before=before, after=after, reason=note)
+        for f, before, after in changes
+    ]
+
+
+class FailuresChanged(Exception):
+    """A failure changed between the statement that read it and the one that would have resolved it."""
+
+
+def failures_recover_with_event(
+    found: list[tuple[Failure, str]],
+    *,
+    stored_with: list[Step],
+    store_if: tuple[str, list],
+    actor: Actor,
+    now: datetime,
+) -> list[int] | None:
+    """PostgreSQL, one statement that needs no transaction: a success's rows (``stored_with``: its run, job
+    and event, the event last) stored with the recovery of its job's open failures, which a statement before
+    read (``found``: each failure with its row version, ``xmin``).
+
+    Stores anything only when ``store_if`` (SQL and its parameters) holds and no failure in ``found`` changed
+    since it was read: the failures are locked in the statement and compared with their versions, so a
+    concurrent acknowledgement, resolution or recurrence makes it store nothing and raise FailuresChanged
+    (the caller reads them again). Returns the recovered ids, or None when ``store_if`` did not hold.
+    """
+    failures = [failure for failure, _ in found]
+    versions = [f"{failure.pk}:{version}" for failure, version in found]
+    ids = [failure.pk for failure in failures]
+    resolved, changes, message = _resolution(
+        failures, resolution=Resolution.RECOVERED, note=RECOVERED_NOTE, actor=actor, now=now
     )
+    condition, condition_params = store_if
+    chain, chain_params = chain_parts(stored_with, gate="gate")
+    event_alias = stored_with[-1][0]
+    update, update_params = update_by_ids(Failure, resolved, ids, gate=event_alias)
+    parts = [
+        # Locked in id order; a row another transaction changes meanwhile fails the version check once
+        # its lock is released.
+        "locked AS (SELECT id FROM escalation_failure WHERE id = ANY(%s)"
+        " AND (id::text || ':' || xmin::text) = ANY(%s) ORDER BY id FOR UPDATE)",
+        f"gate AS (SELECT 1 WHERE (SELECT count(*) FROM locked) = %s AND {condition})",  # noqa: S608 - the caller's
+        *chain,
+        f"resolved AS ({update})",
+    ]
+    params = [ids, versions, len(found), *condition_params, *chain_params, *update_params]
+    for n, row in enumerate(_resolution_rows(changes, message=message, note=RECOVERED_NOTE, actor=actor, now=now)):
+        insert, row_params = insert_from(row, refs={}, gate=event_alias)
+        parts.append(f"entry{n} AS ({insert})")
+        params += row_params
+    sql = "WITH " + ", ".join(parts) + f" SELECT {chain_ids(stored_with)}, (SELECT count(*) FROM locked)"  # noqa: S608
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        *stored, locked = cursor.fetchone()
+    chain_stored(stored_with, stored)
+    if stored[-1] is not None:
+        return ids
+    if locked != len(found):
+        raise FailuresChanged
+    return None
 
 
 def failure_correct_type(*, failure_id: int, failure_type: str, actor: Actor, now: datetime) -> Failure:
