@@ -1,6 +1,8 @@
 """Ingestion: one CI event in, stored once, turned into a failure occurrence or a recovery."""
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -173,6 +175,18 @@ def _not_stored(event: CIEvent) -> tuple[str, list]:
     )
 
 
+@contextlib.contextmanager
+def _stored_once() -> Iterator[None]:
+    """Around a statement that stores the event: when a concurrent delivery stored it first, the statement
+    fails as a whole on the event's unique key and the event is a duplicate."""
+    try:
+        yield
+    except IntegrityError as error:
+        if violated_constraint(error) == EVENT_ONCE:
+            raise _Duplicate from error
+        raise
+
+
 _RECOVERY_ATTEMPTS = 3
 
 
@@ -185,17 +199,13 @@ def _succeed(run: CIRun, job: CIJob, event: CIEvent, data: EventInput, actor: Ac
         if not found:
             return []
         try:
-            with statement_alone():
+            with _stored_once(), statement_alone():
                 recovered = failures_recover_with_event(
                     found, stored_with=_store_steps(run, job, event, event_conflict=""), store_if=_not_stored(event),
                     actor=actor, now=now,
                 )  # fmt: skip
         except FailuresChanged:  # read them again
             continue
-        except IntegrityError as error:
-            if violated_constraint(error) == EVENT_ONCE:  # a concurrent delivery stored it first
-                raise _Duplicate from error
-            raise
         if recovered is None:
             raise _Duplicate
         return recovered
@@ -217,14 +227,9 @@ def _store_if_nothing_open(run: CIRun, job: CIJob, event: CIEvent, data: EventIn
         " LEFT JOIN open_failure ON TRUE"
     )
     params = [run.repository_id, data.branch, data.job, *duplicate_params, *chain_params]
-    try:
-        with statement_alone(), prepared_cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-    except IntegrityError as error:
-        if violated_constraint(error) == EVENT_ONCE:  # a concurrent delivery stored it first
-            raise _Duplicate from error
-        raise
+    with _stored_once(), statement_alone(), prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
     ids = list(rows[0][: len(steps)])
     if ids[-1] is not None:
         chain_stored(steps, ids)
