@@ -164,8 +164,8 @@ def _sources(refs: dict[str, str]) -> str:
 def rows_locked(model: type[models.Model], where: str, params: list) -> list[models.Model]:
     """The rows ``WHERE <where>`` (SQL over the table's columns, values as parameters) in id order, locked
     ``FOR UPDATE`` where the database can: the ORM's ``select_for_update().filter()`` as one prepared
-    statement, without compiling the query on every call (every successful CI event asks for its job's
-    open failures). Values go through the fields' converters as the ORM's would."""
+    statement, without compiling the query on every call (every passing job of a report asks for its open
+    failures). Values go through the fields' converters as the ORM's would."""
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     sql = f"SELECT {row_columns(model)} FROM {_table_of(model)} WHERE {where} ORDER BY id{lock}"  # noqa: S608 - from _meta
     with prepared_cursor() as cursor:
