@@ -10,7 +10,7 @@ from escalation.services import ingestion
 from escalation.services.failures import failures_acknowledge
 from portal.audit import Actor
 from portal.models import AuditEntry
-from tests.factories import report_failure
+from tests.factories import EVENT, report_failure
 
 # As in production: no transaction around the request, each statement its own.
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -29,11 +29,7 @@ def test_a_failure_acknowledged_between_the_read_and_the_resolution_is_read_agai
 
     read = ingestion._store_if_nothing_open
     monkeypatch.setattr(ingestion, "_store_if_nothing_open", read_then_acknowledge)
-    response = api.post(
-        "/api/v1/events/",
-        {**report_body(failure), "run_id": "recovered", "status": "success"},
-        content_type="application/json",
-    )
+    response = post_success(api, failure)
 
     assert response.status_code == 201, response.content
     assert response.json()["recovered"] == [failure.pk]
@@ -50,16 +46,13 @@ def test_a_success_whose_failures_stay_unchanged_resolves_them_with_one_read(api
     reads = []
     read = ingestion._store_if_nothing_open
     monkeypatch.setattr(ingestion, "_store_if_nothing_open", lambda *args: reads.append(1) or read(*args))
-    response = api.post(
-        "/api/v1/events/",
-        {**report_body(failure), "run_id": "recovered", "status": "success"},
-        content_type="application/json",
-    )
+    response = post_success(api, failure)
     assert response.json()["recovered"] == [failure.pk] and reads == [1]
     assert Failure.objects.get(pk=failure.pk).status == FailureStatus.RESOLVED
 
 
-def report_body(failure: Failure) -> dict:
-    from tests.factories import EVENT
-
-    return {**EVENT, "repository": failure.repository.name, "branch": failure.branch, "job": failure.job_name}
+def post_success(api, failure: Failure):
+    """The failing job of ``failure`` passing, in a new run."""
+    body = {**EVENT, "repository": failure.repository.name, "branch": failure.branch, "job": failure.job_name}
+    body.update(run_id="recovered", status="success")
+    return api.post("/api/v1/events/", body, content_type="application/json")
