@@ -4,7 +4,7 @@
 -- job names unique across the wrk runs of one benchmark (warm-up, bare, ingestion).
 --
 -- The mix (a third argument "new,repeat,recovery,pass" in percent; bench/ingest.py --mix, default
--- 60,25,15,0):
+-- 10,10,10,70; --stress-mix 60,25,15,0):
 -- new failures: a repository/branch/job combination not reported before, so a failure opens;
 -- repeats: an earlier failure's repository, branch and job with a new run id: an occurrence;
 -- recoveries: an earlier failure's job passing again: the failure resolves as recovered;
@@ -155,7 +155,7 @@ local open = {} -- failures this thread reported and has not seen pass again
 function init(args)
   token = args[1] or ""
   tag = args[2] or "run"
-  local new, repeats, recoveries = (args[3] or "60,25,15,0"):match("^(%d+),(%d+),(%d+),%d+$")
+  local new, repeats, recoveries = (args[3] or "10,10,10,70"):match("^(%d+),(%d+),(%d+),%d+$")
   NEW = tonumber(new) / 100
   REPEAT = NEW + tonumber(repeats) / 100
   RECOVERY = REPEAT + tonumber(recoveries) / 100
