@@ -119,6 +119,23 @@ def test_the_recurrence_finds_the_open_failure_by_its_index_in_a_generic_plan(db
     assert "one_open_failure_per_fingerprint" in plan, plan
 
 
+def prepared_plan(pattern: str) -> str:
+    """The generic plan of this connection's prepared statement whose text is LIKE ``pattern``."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", [pattern])
+        (statement,) = cursor.fetchall()
+    arguments = ", ".join(["NULL"] * len(set(re.findall(r"\$\d+", statement[0]))))
+    return generic_plan(statement[0], arguments)
+
+
+def test_a_failing_event_finds_the_open_failure_by_its_index_in_a_generic_plan(api):
+    post(api, run_id="1")
+    repeat, _ = post(api, run_id="2")
+    assert repeat.json()["occurrences"] == 2
+    plan = prepared_plan("WITH open_failure AS (SELECT id FROM%")
+    assert "one_open_failure_per_fingerprint" in plan, plan
+
+
 def job_lookup_plan(pattern: str, arguments: str) -> str:
     """The generic plan of the prepared statement whose text is LIKE ``pattern``, with the indexes on the
     repository alone dropped (rolled back with the test): they may serve too, and without them only the
@@ -139,16 +156,12 @@ def test_a_recovery_locks_its_failures_by_their_key_in_a_generic_plan(api):
     post(api, run_id="1")
     recovered, _ = post(api, run_id="2", status="success")
     assert len(recovered.json()["recovered"]) == 1
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'WITH locked AS%'")
-        (statement,) = cursor.fetchone()
-    arguments = ", ".join(["NULL"] * len(set(re.findall(r"\$\d+", statement))))
-    plan = generic_plan(statement, arguments)
+    plan = prepared_plan("WITH locked AS%")
     assert "escalation_failure_pkey" in plan, plan
 
 
 def test_a_pass_looks_for_its_jobs_open_failures_by_their_index_in_a_generic_plan(api):
     """The statement every pass runs (nothing open: store the event) finds open failures as the recovery does."""
     post(api, run_id="1", status="success")
-    plan = job_lookup_plan("WITH open_failure AS%", "1, 'main', 'job', 1, 'key', '{}', '{}', '{}'")
+    plan = job_lookup_plan('WITH open_failure AS (SELECT "id"%', "1, 'main', 'job', 1, 'key', '{}', '{}', '{}'")
     assert "failure_open_job_idx" in plan, plan

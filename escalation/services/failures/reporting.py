@@ -310,8 +310,8 @@ def _recur_or_open(
     saved, and its 'opened' message and data) with its occurrence and its 'opened' timeline and audit
     entries. None: ``store_if`` did not hold, nothing was stored.
 
-    The new failure's rows are built for every failing event, recurring or not: a second statement to
-    learn which one it is would cost more (see README "Performance").
+    The new failure's rows are built for every failing event, recurring or not: a statement of its own to
+    learn which it is cost more (README "Benchmarks").
     """
     failure, (message, data) = new
     run_alias, event_alias = _chain_aliases(stored_with, reported)
