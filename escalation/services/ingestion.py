@@ -87,7 +87,7 @@ def event_ingest(*, ingest_source: IngestSource, data: EventInput, now: datetime
     """Store the event once; a failure opens or recurs, a success recovers the job's open failures.
 
     The event is stored whole or not at all. On PostgreSQL that takes one statement for a pass or a
-    failure (new or recurring) and two for a recovery, each its own transaction when the caller has none
+    recurrence and two for a new failure or a recovery, each its own transaction when the caller has none
     (see failures.reporting._report_with_event and _succeed). A second delivery with the same idempotency
     key (or natural key) stores nothing and returns the first delivery's result.
     """

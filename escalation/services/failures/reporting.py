@@ -20,6 +20,7 @@ from escalation.services.statements import (
     chain_ids,
     chain_parts,
     chain_stored,
+    insert_chain,
     insert_dicts,
     insert_from,
     insert_many,
@@ -142,18 +143,26 @@ def _report_with_event(
     stored_with: list[Step],
     store_if: tuple[str, list],
 ) -> tuple[Failure, bool] | None:
-    """PostgreSQL ingestion: one statement, and no BEGIN or COMMIT when the caller has no transaction (it is
-    then its own; elsewhere a savepoint). See _recur_or_open.
+    """PostgreSQL ingestion: one statement for a recurrence, two for a new failure, and no BEGIN or COMMIT
+    when the caller has no transaction (each statement is then its own; elsewhere each is a savepoint).
 
-    The statement fails as a whole when a concurrent delivery of the same event stored it first (the event
-    is a duplicate: None), or when a concurrent event opened the failure first: the next attempt then
-    recurs on that one. So an event is stored whole or not at all, as in one transaction.
+    The first statement locks the open failure with this fingerprint and, only if there is one, stores the
+    event's rows with their occurrence; otherwise it stores nothing and takes the new failure's id. The
+    second stores the event's rows with the new failure and its occurrence, timeline and audit entries.
+    Either fails as a whole when a concurrent delivery of the same event stored it first (the event is a
+    duplicate: None) and the second when a concurrent event opened the failure first (the first then
+    recurs on that one). So an event is stored whole or not at all, as in one transaction.
     """
-    new = _new_failure(config=config, fingerprint=fingerprint, reported=reported, person_of=config.person_for)
     for _ in range(_OPEN_ATTEMPTS):
         try:
             with statement_alone():
-                return _recur_or_open(fingerprint, reported, new, actor, now, stored_with, store_if)
+                failure, failure_id = _recur_or_reserve(fingerprint, reported, stored_with, store_if)
+            if failure is not None:
+                return failure, False
+            if failure_id is None:  # a duplicate of a stored event
+                return None
+            with statement_alone():
+                return _open_with_event(config, fingerprint, reported, actor, now, failure_id, stored_with), True
         except IntegrityError as error:
             violated = violated_constraint(error)
             if violated == EVENT_ONCE:  # a concurrent delivery of the event stored it first
@@ -275,89 +284,59 @@ def _recur(fingerprint: str, reported: Reported, *, with_occurrence: bool = Fals
     return None if row is None else Failure.from_db(connection.alias, _RECUR_FIELDS, row)  # the rest load lazily
 
 
-def _recur_or_reserve(fingerprint: str, reported: Reported) -> tuple[Failure | None, int | None]:
-    """PostgreSQL, one statement: count an occurrence on the open failure with this fingerprint (and store the
-    occurrence row), or else take the id the new failure will have."""
-    occurrence, occurrence_params = insert_from(
-        unsaved(FailureOccurrence, event=reported.event, seen_at=reported.seen_at), refs={"failure_id": "recurred.id"}
-    )
-    returned = ", ".join(f"recurred.{name}" for name in _RECUR_FIELDS)
-    sql = (
-        f"WITH recurred AS ({_RECUR_SQL}), occurrence AS ({occurrence})"  # noqa: S608 - from _meta
-        f" SELECT {returned}, CASE WHEN recurred.id IS NULL THEN {_NEXT_FAILURE_ID} END"
-        " FROM (SELECT) AS one LEFT JOIN recurred ON TRUE"
-    )
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, [*_recur_params(fingerprint, reported, reported.run.pk), *occurrence_params])
-        row = cursor.fetchone()
-    if row[0] is not None:
-        return Failure.from_db(connection.alias, _RECUR_FIELDS, row[:-1]), None  # the rest load lazily
-    return None, row[-1]
-
-
-def _recur_or_open(
+def _recur_or_reserve(
     fingerprint: str,
     reported: Reported,
-    new: tuple[Failure, tuple[str, dict]],
-    actor: Actor,
-    now: datetime,
-    stored_with: list[Step],
-    store_if: tuple[str, list],
-) -> tuple[Failure, bool] | None:
-    """PostgreSQL, one statement: lock the open failure with this fingerprint; store the event's rows
-    (``stored_with``, the event last) where ``store_if`` (an SQL condition and its parameters) holds, and
-    with them either an occurrence of that failure or, when none is open, ``new`` (the failure, not yet
-    saved, and its 'opened' message and data) with its occurrence and its 'opened' timeline and audit
-    entries. None: ``store_if`` did not hold, nothing was stored.
+    stored_with: list[Step] | None = None,
+    store_if: tuple[str, list] = ("TRUE", []),
+) -> tuple[Failure | None, int | None]:
+    """PostgreSQL, one statement: count an occurrence on the open failure with this fingerprint, or else take
+    the id the new failure will have. (None, None): ``store_if`` did not hold.
 
-    The new failure's rows are built for every failing event, recurring or not: a statement of its own to
-    learn which it is cost more (README "Benchmarks").
+    With ``stored_with`` (the event's rows, see _report_with_event) the open failure is locked first, and
+    the rows are stored only if it is there and ``store_if`` holds: with the occurrence, or not at all.
     """
-    failure, (message, data) = new
-    run_alias, event_alias = _chain_aliases(stored_with, reported)
-    condition, condition_params = store_if
-    stored, stored_params = chain_parts(stored_with, gate="gate")
-    opening = _opening_steps(failure, message, data, actor, now, run_alias, event_alias)
-    opened, opened_params = chain_parts(opening, gate="nothing_open")
+    stored_with = stored_with or []
+    if not stored_with:
+        parts, params = [], _recur_params(fingerprint, reported, reported.run.pk)
+        run, refs, stored, reserve, reserve_params = "%s", {"failure_id": "recurred.id"}, "TRUE", "TRUE", []
+    else:
+        run_alias, event_alias = _chain_aliases(stored_with, reported)
+        condition, condition_params = store_if
+        chain, chain_params = chain_parts(stored_with, gate="gate")
+        parts = [
+            f"open_failure AS (SELECT id FROM escalation_failure WHERE fingerprint = %s AND {OPEN_SQL} FOR UPDATE)",  # noqa: S608
+            f"gate AS (SELECT 1 WHERE EXISTS (SELECT 1 FROM open_failure) AND {condition})",  # noqa: S608 - the caller's
+            *chain,
+        ]
+        params = [fingerprint, *condition_params, *chain_params, *_recur_params(fingerprint, reported)]
+        run = f"(SELECT id FROM {run_alias})"  # noqa: S608 - the caller's aliases
+        refs = {"failure_id": "recurred.id", "event_id": f"{event_alias}.id"}
+        stored = f"EXISTS (SELECT 1 FROM {event_alias})"  # noqa: S608 - the caller's aliases
+        reserve, reserve_params = f"NOT EXISTS (SELECT 1 FROM open_failure) AND {condition}", condition_params  # noqa: S608
     occurrence, occurrence_params = insert_from(
-        unsaved(FailureOccurrence, event=reported.event, seen_at=reported.seen_at),
-        refs={"failure_id": "counted.id", "event_id": f"{event_alias}.id"},
+        unsaved(FailureOccurrence, event=reported.event, seen_at=reported.seen_at), refs=refs
     )
-    recur = _RECUR_UPDATE.format(run=f"(SELECT id FROM {run_alias})")  # noqa: S608 - the caller's aliases
-    parts = [
-        f"open_failure AS (SELECT id FROM escalation_failure WHERE fingerprint = %s AND {OPEN_SQL} FOR UPDATE)",  # noqa: S608
-        f"gate AS (SELECT 1 WHERE {condition})",  # noqa: S608 - the caller's
-        *stored,
-        # Names open_failure, so that its lock is taken before this update (a row this statement updated
-        # is no longer visible to its own FOR UPDATE).
-        f"recurred AS ({recur} AND id IN (SELECT id FROM open_failure)"  # noqa: S608 - the caller's aliases
-        f" AND EXISTS (SELECT 1 FROM {event_alias}){_RECUR_RETURNING})",
-        "nothing_open AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM open_failure))",
-        *opened,
-        "counted AS (SELECT id FROM recurred UNION ALL SELECT id FROM failure)",
+    parts += [
+        f"recurred AS ({_RECUR_UPDATE.format(run=run)} AND {stored}{_RECUR_RETURNING})",
         f"occurrence AS ({occurrence})",
     ]
-    params = [
-        fingerprint, *condition_params, *stored_params, *_recur_params(fingerprint, reported),
-        *opened_params, *occurrence_params,
-    ]  # fmt: skip
+    params += occurrence_params + reserve_params
     returned = ", ".join(f"recurred.{name}" for name in _RECUR_FIELDS)
+    ids = chain_ids(stored_with)
     sql = (
-        "WITH " + ", ".join(parts) + f" SELECT {chain_ids(stored_with)}, {chain_ids(opening)}, {returned}"  # noqa: S608
+        "WITH " + ", ".join(parts) + f" SELECT {ids + ', ' if ids else ''}{returned},"  # noqa: S608 - from _meta
+        f" CASE WHEN recurred.id IS NULL AND {reserve} THEN {_NEXT_FAILURE_ID} END"
         " FROM (SELECT) AS one LEFT JOIN recurred ON TRUE"
     )
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    stored_ids, row = list(row[: len(stored_with)]), row[len(stored_with) :]
-    opened_ids, recurred = list(row[: len(opening)]), row[len(opening) :]
-    chain_stored(stored_with, stored_ids)
-    if stored_ids[-1] is None:
-        return None
+    chain_stored(stored_with, list(row[: len(stored_with)]))
+    recurred = row[len(stored_with) : -1]
     if recurred[_RECUR_FIELDS.index("id")] is not None:
-        return Failure.from_db(connection.alias, _RECUR_FIELDS, recurred), False  # the rest load lazily
-    chain_stored([*stored_with, *opening], stored_ids + opened_ids)  # the failure takes the run's and event's ids
-    return failure, True
+        return Failure.from_db(connection.alias, _RECUR_FIELDS, recurred), None  # the rest load lazily
+    return None, row[-1]
 
 
 def _open(*, config: RoutingConfig, fingerprint: str, reported: Reported, actor: Actor, now: datetime) -> Failure:
@@ -397,28 +376,35 @@ def _open_in_one_statement(
     return failure
 
 
-def _opening_steps(
-    failure: Failure, message: str, data: dict, actor: Actor, now: datetime, run_alias: str, event_alias: str
-) -> list[Step]:
-    """The new failure (no id yet) and its 'opened' timeline and audit entries, as chain steps that take the
-    failure's id and the reporting run's and event's ids in the statement."""
-    refs, after, audit_refs = _opened_refs(run_alias, event_alias)
+def _open_with_event(
+    config: RoutingConfig,
+    fingerprint: str,
+    reported: Reported,
+    actor: Actor,
+    now: datetime,
+    failure_id: int,
+    stored_with: list[Step],
+) -> Failure:
+    """PostgreSQL, one statement: the event's rows, then the new failure (its id taken before) with its
+    occurrence and its 'opened' timeline and audit entries. Fails as a whole on a unique violation."""
+    failure, (message, data) = _new_failure(
+        config=config, fingerprint=fingerprint, reported=reported, person_of=config.person_for
+    )
+    failure.pk = failure_id
+    run_alias, event_alias = _chain_aliases(stored_with, reported)
+    ids, after = _opened_refs(run_alias, event_alias)
     audit = audit_entry(actor=actor, action=AuditAction.CREATE, obj=failure, at=now, after=row_state(failure))
-    audit.object_repr = _repr_after_id(failure)
-    return [
-        ("failure", failure, refs, ""),
-        ("timeline", timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data),
-         {"failure_id": "failure.id"}, ""),
-        ("audit", audit, {**audit_refs, "after": after}, ""),
-    ]  # fmt: skip
-
-
-def _repr_after_id(failure: Failure) -> str:
-    """``str(failure)`` of a failure without an id, from after the id on: the statement puts the id in front."""
-    unnumbered = f"#{None}"
-    text = str(failure)
-    assert text.startswith(unnumbered), "Failure.__str__ starts with its id"
-    return text[len(unnumbered) :][: AuditEntry._meta.get_field("object_repr").max_length]
+    insert_chain(
+        [
+            *stored_with,
+            ("failure", failure, ids, ""),
+            ("occurrence", unsaved(FailureOccurrence, failure=failure, seen_at=reported.seen_at),
+             {"event_id": f"{event_alias}.id"}, ""),
+            ("timeline", timeline_entry(failure, now, TimelineKind.OPENED, actor, message, data), {}, ""),
+            ("audit", audit, {"after": after}, ""),
+        ]
+    )  # fmt: skip
+    return failure
 
 
 def _chain_aliases(stored_with: list[Step], reported: Reported) -> tuple[str, str]:
@@ -429,20 +415,12 @@ def _chain_aliases(stored_with: list[Step], reported: Reported) -> tuple[str, st
 
 
 @functools.cache
-def _opened_refs(run_alias: str, event_alias: str) -> tuple[dict[str, str], str, dict[str, str]]:
-    """The new failure's refs to the run's and the event's ids, taken in the same statement; the SQL of its
-    audit entry's ``after`` with those ids and its own in it (``row_state`` names them by field name); and
-    the audit entry's refs naming the failure by its id (see _repr_after_id)."""
-    refs = {"latest_run_id": f"{run_alias}.id", "classification_event_id": f"{event_alias}.id"}
-    ids = {"id": "failure.id", **refs}
+def _opened_refs(run_alias: str, event_alias: str) -> tuple[dict[str, str], str]:
+    """The new failure's refs to the run's and the event's ids, taken in the same statement, and the SQL of
+    its audit entry's ``after`` with those ids in it (``row_state`` names them by field name)."""
+    ids = {"latest_run_id": f"{run_alias}.id", "classification_event_id": f"{event_alias}.id"}
     in_state = ", ".join(f"'{Failure._meta.get_field(attname).name}', {ref}" for attname, ref in ids.items())
-    after = f"r.{connection.ops.quote_name('after')} || jsonb_build_object({in_state})"
-    max_length = AuditEntry._meta.get_field("object_repr").max_length
-    audit_refs = {
-        "object_id": "failure.id::text",
-        "object_repr": f"left('#' || failure.id || r.object_repr, {max_length})",
-    }
-    return refs, after, audit_refs
+    return ids, f"r.{connection.ops.quote_name('after')} || jsonb_build_object({in_state})"
 
 
 def _with_owner(failure: Failure, config: RoutingConfig) -> None:
