@@ -138,12 +138,8 @@ def main() -> int:
         parser.error("--threads must not exceed --connections")
     if args.stress_mix == "none":
         args.stress_mix = ""
-    for option, mix in (("--mix", args.mix), ("--stress-mix", args.stress_mix or DEFAULT_MIX)):
-        try:
-            shares = [int(share) for share in mix.split(",")]
-        except ValueError:
-            shares = []
-        if len(shares) != 4 or min(shares) < 0 or sum(shares) != 100:
+    for option, mix in (("--mix", args.mix), ("--stress-mix", args.stress_mix)):
+        if (mix or option == "--mix") and not valid_mix(mix):
             parser.error(f"{option} takes four whole percentages that add up to 100, e.g. {DEFAULT_MIX}")
 
     database_url = os.environ.get("DATABASE_URL", "")
@@ -208,6 +204,15 @@ def main() -> int:
         print(log_tail)
         return 1
     return 1 if args.check and not goals_met else 0
+
+
+def valid_mix(mix: str) -> bool:
+    """Whether ``mix`` is four whole percentages that add up to 100."""
+    try:
+        shares = [int(share) for share in mix.split(",")]
+    except ValueError:
+        return False
+    return len(shares) == 4 and min(shares) >= 0 and sum(shares) == 100
 
 
 def ensure_wrk() -> str:
