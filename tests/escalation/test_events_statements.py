@@ -123,9 +123,9 @@ def prepared_plan(pattern: str) -> str:
     """The generic plan of this connection's prepared statement whose text is LIKE ``pattern``."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", [pattern])
-        (statement,) = cursor.fetchall()
-    arguments = ", ".join(["NULL"] * len(set(re.findall(r"\$\d+", statement[0]))))
-    return generic_plan(statement[0], arguments)
+        ((statement,),) = cursor.fetchall()  # exactly one
+    arguments = ", ".join(["NULL"] * len(set(re.findall(r"\$\d+", statement))))
+    return generic_plan(statement, arguments)
 
 
 def test_a_failing_event_finds_the_open_failure_by_its_index_in_a_generic_plan(api):
